@@ -1,0 +1,81 @@
+"""Multi-head self-attention (BERT/RoBERTa/ALBERT) and the shared softmax core.
+
+Shapes: x [batch, length, hidden]; q/k/v [batch, length, heads, head_dim];
+mask [batch, 1 | heads, 1 | q_length, k_length] bool (True = may attend).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.layers import Dense, constrain
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, scale: float,
+           bias: jax.Array | None = None, dropout: nn.Dropout | None = None, deterministic: bool = True,
+           impl: str = "xla") -> jax.Array:
+  """softmax(scale * q.k + bias, masked) @ v with the softmax in float32.
+
+  q [b, lq, h, d], k/v [b, lk, h, d], bias [b|1, h, lq, lk] (already scaled) -> [b, lq, h, d].
+  Masked scores get float32's lowest value, as the reference implementations do.
+  """
+  if impl == "cudnn" and (dropout is None or deterministic):
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, implementation="cudnn")
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    scores = scores + bias.astype(jnp.float32)
+  return softmax_values(scores, v, mask, dropout=dropout, deterministic=deterministic)
+
+
+def softmax_values(scores: jax.Array, v: jax.Array, mask: jax.Array | None, *,
+                   dropout: nn.Dropout | None = None, deterministic: bool = True,
+                   head_weights: jax.Array | None = None) -> jax.Array:
+  """Masked float32 softmax over the last axis of scores [b, h, lq, lk], then @ v [b, lk, h, d].
+
+  head_weights [h, h] mixes the probabilities across heads (DeBERTa v1 talking heads).
+  """
+  scores = scores.astype(jnp.float32)
+  if mask is not None:
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1)
+  if dropout is not None:
+    probs = dropout(probs, deterministic=deterministic)
+  if head_weights is not None:
+    probs = jnp.einsum("bhqk,hg->bgqk", probs, head_weights)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+HEAD_ACTIVATION = ("batch", "length", "act_heads", "kv")
+
+
+def qkv_dense(cfg: ModelConfig, dtype) -> tuple[Dense, Dense, Dense]:
+  """The query, key and value projections hidden -> [heads, head_dim].
+
+  Called inside a compact method: the modules become the caller's children
+  `query`, `key` and `value`.
+  """
+  features = (cfg.num_heads, cfg.dim_per_head)
+  axes = ("embed", "heads", "kv")
+  return (Dense(features, axes, dtype=dtype, name="query"),
+          Dense(features, axes, use_bias=cfg.attention_key_bias, dtype=dtype, name="key"),
+          Dense(features, axes, dtype=dtype, name="value"))
+
+
+class SelfAttention(nn.Module):
+  """BERT self-attention: scaled dot product over the content only."""
+
+  config: ModelConfig
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool = True,
+               relative: dict | None = None) -> jax.Array:
+    """x [b, l, hidden] -> context [b, l, heads, head_dim]."""
+    cfg = self.config
+    q, k, v = (constrain(proj(x), HEAD_ACTIVATION) for proj in qkv_dense(cfg, self.dtype))
+    dropout = nn.Dropout(cfg.attention_dropout_rate) if cfg.attention_dropout_rate else None
+    return attend(q, k, v, mask, scale=cfg.dim_per_head ** -0.5, dropout=dropout,
+                  deterministic=deterministic, impl=cfg.attention_impl)

@@ -1,0 +1,145 @@
+"""The model's own configuration: a frozen dataclass built at the boundary.
+
+Layers read only this object (never the experiment config). Every field has a
+one-line meaning; the family builders in `bert.py`, `roberta.py`, `albert.py`
+and `deberta.py` fill them in, and `bert_jax.convert.hf_config` maps Hugging
+Face `config.json` files onto them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Literal
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh", "quick_gelu")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of one bidirectional encoder (BERT, RoBERTa, ALBERT, DeBERTa)."""
+
+  family: str = "bert"                      # bert | roberta | albert | deberta | deberta-v2 (HF model_type)
+  vocab_size: int = 30522                   # rows of the word-embedding table
+  hidden_size: int = 768                    # width of the residual stream H
+  num_layers: int = 12                      # transformer layers applied
+  num_heads: int = 12                       # attention heads
+  head_dim: int | None = None               # per-head width; None = hidden_size // num_heads
+  intermediate_size: int = 3072             # feed-forward width
+  hidden_act: str = "gelu"                  # activation of the feed-forward block (HF names)
+  max_position_embeddings: int = 512        # rows of the absolute position table
+  type_vocab_size: int = 2                  # token types (segments); 0 = no table
+  layer_norm_eps: float = 1e-12             # LayerNorm epsilon
+  pad_token_id: int = 0                     # padding id (RoBERTa positions derive from it)
+  dropout_rate: float = 0.1                 # hidden dropout
+  attention_dropout_rate: float = 0.1       # dropout on attention probabilities
+
+  # Embeddings.
+  embedding_size: int | None = None         # E < H factorises embeddings (ALBERT; DeBERTa embed_proj)
+  position_ids: Literal["absolute", "roberta", "none"] = "absolute"  # how position ids are made
+  embedding_projection: Literal["norm_then_project", "project_then_norm"] = "norm_then_project"  # ALBERT vs DeBERTa order
+  mask_embeddings: bool = False             # DeBERTa multiplies embeddings by the padding mask
+
+  # Layer sharing (ALBERT).
+  share_layers: Literal["none", "all", "attention", "ffn"] = "none"  # cross-layer parameter sharing
+  num_hidden_groups: int = 1                # ALBERT groups of shared layers (share_layers == "all")
+  inner_group_num: int = 1                  # layers inside one ALBERT group
+
+  # Attention.
+  attention_type: Literal["standard", "disentangled"] = "standard"  # BERT vs DeBERTa attention class
+  attention_key_bias: bool = True           # DeBERTa v1 has no key bias
+  attention_impl: Literal["xla", "cudnn"] = "xla"  # einsum+softmax, or jax.nn.dot_product_attention(cudnn)
+
+  # DeBERTa disentangled attention.
+  pos_att_type: tuple[str, ...] = ()        # subset of ("c2p", "p2c")
+  max_relative_positions: int = -1          # < 1 means max_position_embeddings
+  position_buckets: int = -1                # > 0: log-bucketed relative positions (v2/v3)
+  share_att_key: bool = False               # project relative embeddings with the content q/k projections
+  pos_key_bias: bool = True                 # bias on the separate positional key projection (v1: False)
+  norm_rel_embeddings: bool = False         # LayerNorm on the relative embedding table (norm_rel_ebd)
+  talking_head: bool = False                # DeBERTa v1 talking-heads projections
+  conv_kernel_size: int = 0                 # > 0: DeBERTa-v2 convolution after the first layer
+  conv_groups: int = 1                      # groups of that convolution
+  conv_act: str = "tanh"                    # activation of that convolution
+  emd_layers: int = 0                       # enhanced mask decoder layers (pretraining only; 0 = off)
+
+  # Heads.
+  pooler: Literal["tanh", "none"] = "tanh"  # BERT/RoBERTa/ALBERT pooler on the first token
+  mlm_act: str | None = None                # MLM transform activation; None = hidden_act
+  mlm_transform_size: int | None = None     # MLM transform width; None = embedding_size or hidden_size
+  num_labels: int = 2                       # classes of the classification / tagging heads
+
+  # Compute.
+  dtype: str = "float32"                    # compute dtype; params stay float32
+  scan_layers: bool = False                 # nn.scan over layers (one compiled body)
+  remat_policy: str = "none"                # none | full | dots | dots_with_no_batch_dims
+  attention_mask_value: float | None = None  # None = finfo(float32).min (the reference's value)
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads and self.head_dim is None:
+      raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+    for name, act in (("hidden_act", self.hidden_act), ("conv_act", self.conv_act), ("mlm_act", self.mlm_act)):
+      if act is not None and act not in ACTIVATIONS:
+        raise ValueError(f"model.{name}={act!r}: expected one of {ACTIVATIONS}")
+    for t in self.pos_att_type:
+      if t not in ("c2p", "p2c"):
+        raise ValueError(f"model.pos_att_type has {t!r}: expected 'c2p' and/or 'p2c'")
+    if self.share_layers != "all" and (self.num_hidden_groups != 1 or self.inner_group_num != 1):
+      raise ValueError("num_hidden_groups / inner_group_num need share_layers='all'")
+    if self.share_layers == "all" and self.num_layers % self.num_hidden_groups:
+      raise ValueError(f"num_layers {self.num_layers} is not a multiple of num_hidden_groups {self.num_hidden_groups}")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
+
+  # Derived sizes -------------------------------------------------------------
+  @property
+  def dim_per_head(self) -> int:
+    return self.head_dim or self.hidden_size // self.num_heads
+
+  @property
+  def embed_dim(self) -> int:
+    """Width E of the embedding tables."""
+    return self.embedding_size or self.hidden_size
+
+  @property
+  def factorized(self) -> bool:
+    return self.embed_dim != self.hidden_size
+
+  @property
+  def relative_span(self) -> int:
+    """Half the number of rows of the relative-embedding table."""
+    if self.position_buckets > 0:
+      return self.position_buckets
+    return self.max_relative_positions if self.max_relative_positions >= 1 else self.max_position_embeddings
+
+  @property
+  def max_length(self) -> int:
+    """Longest sequence the position table can hold (no limit: -1)."""
+    if self.position_ids == "absolute":
+      return self.max_position_embeddings
+    if self.position_ids == "roberta":
+      return self.max_position_embeddings - self.pad_token_id - 1
+    return -1
+
+  def replace(self, **changes: Any) -> ModelConfig:
+    return dataclasses.replace(self, **changes)
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+    """Builds from a mapping, naming any key that is not a field."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+      raise KeyError(f"unknown model config keys {unknown}; expected a subset of {sorted(fields)}")
+    values = dict(values)
+    if "pos_att_type" in values:
+      values["pos_att_type"] = tuple(values["pos_att_type"])
+    return cls(**values)
+
+  def to_dict(self) -> dict[str, Any]:
+    out = dataclasses.asdict(self)
+    out["pos_att_type"] = list(self.pos_att_type)
+    return out
+
+
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims", "save_attention_out")

@@ -1,0 +1,90 @@
+"""Output heads and pooling.
+
+MLM: transform (dense -> act -> LayerNorm) then the word embeddings, tied, plus a
+bias: one class covers BERT, RoBERTa, ALBERT and DeBERTa (legacy and v3 heads).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.layers import Dense, LayerNorm, activation, param_with_axes
+
+
+def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+  """x [b, l, H], positions [b, m] int -> [b, m, H]."""
+  return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+
+
+class MLMHead(nn.Module):
+  """hidden [b, l | m, H] -> logits [b, l | m, vocab], decoder tied to the word embeddings."""
+
+  config: ModelConfig
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, embeddings: nn.Module) -> jax.Array:
+    cfg = self.config
+    width = cfg.mlm_transform_size or cfg.embed_dim
+    x = Dense((width,), ("embed", "embed_out"), dtype=self.dtype, name="dense")(x)
+    x = activation(cfg.mlm_act or cfg.hidden_act)(x)
+    x = LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")(x)
+    bias = param_with_axes(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
+    logits = embeddings.attend(x)
+    return (logits.astype(jnp.float32) + bias)
+
+
+class Pooler(nn.Module):
+  """tanh(dense(hidden[:, 0])) -> [b, H] (BERT, RoBERTa, ALBERT)."""
+
+  config: ModelConfig
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = Dense((self.config.hidden_size,), ("embed", "embed_out"), dtype=self.dtype, name="dense")(x[:, 0])
+    return jnp.tanh(x)
+
+
+class Classifier(nn.Module):
+  """dropout -> dense: [..., H] -> [..., num_outputs] (sequence / token classification, NSP, SOP, QA)."""
+
+  num_outputs: int
+  dropout_rate: float = 0.1
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    return Dense((self.num_outputs,), ("embed", "classes"), dtype=self.dtype, name="dense")(x).astype(jnp.float32)
+
+
+def cls_pool(hidden: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """hidden [b, l, H] -> [b, H]: the first token."""
+  del mask
+  return hidden[:, 0]
+
+
+def mean_pool(hidden: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mask-aware mean over the sequence: hidden [b, l, H], mask [b, l] -> [b, H]."""
+  mask = mask.astype(jnp.float32)[..., None]
+  total = jnp.sum(hidden.astype(jnp.float32) * mask, axis=1)
+  return total / jnp.maximum(jnp.sum(mask, axis=1), 1e-9)
+
+
+def max_pool(hidden: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mask-aware max over the sequence: [b, l, H], [b, l] -> [b, H] (padding never wins)."""
+  masked = jnp.where(mask[..., None].astype(bool), hidden.astype(jnp.float32), -jnp.inf)
+  return jnp.max(masked, axis=1)
+
+
+POOLING = {"cls": cls_pool, "mean": mean_pool, "max": max_pool}
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """x / max(||x||_2, eps) along the last axis (as torch.nn.functional.normalize)."""
+  norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
+  return x / jnp.maximum(norm, eps)

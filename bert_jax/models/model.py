@@ -1,0 +1,112 @@
+"""`EncoderModel`: embeddings -> encoder -> pooler -> optional head, for every family.
+
+    model = EncoderModel(config, head="mlm")
+    out = model.apply({"params": params}, input_ids, attention_mask=mask, token_type_ids=types)
+    out.last_hidden_state  # [batch, length, hidden] float32
+    out.logits             # [batch, length, vocab] (or [batch, masked, vocab] with masked_positions)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.embeddings import Embeddings
+from bert_jax.models.encoder import Encoder
+from bert_jax.models.heads import Classifier, MLMHead, Pooler, gather_positions
+
+HEADS = (None, "mlm", "pretraining", "classification", "token_classification", "qa")
+
+
+@flax.struct.dataclass
+class EncoderOutput:
+  last_hidden_state: jax.Array                 # [b, l, H] float32
+  pooler_output: jax.Array | None = None       # [b, H]
+  hidden_states: jax.Array | None = None       # [num_layers + 1, b, l, H]
+  logits: jax.Array | None = None              # mlm [b, l|m, V]; classification [b, C]; tagging [b, l, C]
+  pair_logits: jax.Array | None = None         # NSP / SOP [b, 2]
+  start_logits: jax.Array | None = None        # span QA [b, l]
+  end_logits: jax.Array | None = None          # span QA [b, l]
+
+
+def attention_mask_4d(attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+  """Boolean [b, 1, 1 | l, l]: keys a query may attend to.
+
+  With segment_ids [b, l] (packed rows, 0 = padding) a token sees only its own segment.
+  """
+  keys = attention_mask.astype(bool)
+  if segment_ids is None:
+    return keys[:, None, None, :]
+  same = segment_ids[:, :, None] == segment_ids[:, None, :]
+  return (same & keys[:, None, :])[:, None]
+
+
+class EncoderModel(nn.Module):
+  """A BERT-family encoder with one optional head (see HEADS)."""
+
+  config: ModelConfig
+  head: str | None = None
+  with_pooler: bool | None = None   # None: the family's default (config.pooler == "tanh")
+  deterministic: bool = True        # False enables dropout (needs a "dropout" rng)
+
+  def setup(self):
+    cfg = self.config
+    if self.head not in HEADS:
+      raise ValueError(f"unknown head {self.head!r}; expected one of {HEADS}")
+    dtype = jnp.dtype(cfg.dtype)
+    self.embeddings = Embeddings(cfg, dtype)
+    self.encoder = Encoder(cfg, dtype, self.deterministic)
+    if self.uses_pooler:
+      self.pooler = Pooler(cfg, dtype)
+    if self.head in ("mlm", "pretraining"):
+      self.mlm = MLMHead(cfg, dtype)
+    if self.head == "pretraining":
+      self.pair_classifier = Classifier(2, cfg.dropout_rate, dtype)
+    elif self.head in ("classification", "token_classification"):
+      self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, dtype)
+    elif self.head == "qa":
+      self.qa_outputs = Classifier(2, 0.0, dtype)
+
+  @property
+  def uses_pooler(self) -> bool:
+    if self.with_pooler is not None:
+      return self.with_pooler
+    return self.config.pooler == "tanh" and self.head in (None, "pretraining", "classification")
+
+  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+               token_type_ids: jax.Array | None = None, position_ids: jax.Array | None = None, *,
+               segment_ids: jax.Array | None = None, masked_positions: jax.Array | None = None,
+               output_hidden_states: bool = False) -> EncoderOutput:
+    """input_ids [b, l] int; attention_mask [b, l] (1 = token); masked_positions [b, m] limits MLM logits."""
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if segment_ids is not None:
+      attention_mask = attention_mask * (segment_ids > 0)
+    mask = attention_mask_4d(attention_mask, segment_ids)
+    x = self.embeddings(input_ids, token_type_ids, position_ids, attention_mask, deterministic=self.deterministic)
+    x, states = self.encoder(x, mask, attention_mask, output_hidden_states=output_hidden_states)
+    out: dict[str, Any] = {"last_hidden_state": x.astype(jnp.float32)}
+    if states is not None:
+      out["hidden_states"] = states.astype(jnp.float32)
+    pooled = self.pooler(x) if self.uses_pooler else None
+    if pooled is not None:
+      out["pooler_output"] = pooled.astype(jnp.float32)
+    if self.head in ("mlm", "pretraining"):
+      tokens = x if masked_positions is None else gather_positions(x, masked_positions)
+      out["logits"] = self.mlm(tokens, self.embeddings)
+    if self.head == "pretraining":
+      out["pair_logits"] = self.pair_classifier(pooled, deterministic=self.deterministic)
+    elif self.head == "classification":
+      features = pooled if pooled is not None else x[:, 0]
+      out["logits"] = self.classifier(features, deterministic=self.deterministic)
+    elif self.head == "token_classification":
+      out["logits"] = self.classifier(x, deterministic=self.deterministic)
+    elif self.head == "qa":
+      span = self.qa_outputs(x)
+      out["start_logits"], out["end_logits"] = span[..., 0], span[..., 1]
+    return EncoderOutput(**out)
