@@ -51,6 +51,7 @@ class ModelConfig:
   attention_impl: Literal["xla", "cudnn"] = "xla"  # einsum+softmax, or jax.nn.dot_product_attention(cudnn)
 
   # DeBERTa disentangled attention.
+  relative_attention: bool = True           # add the c2p / p2c terms (the scale counts pos_att_type regardless)
   pos_att_type: tuple[str, ...] = ()        # subset of ("c2p", "p2c")
   max_relative_positions: int = -1          # < 1 means max_position_embeddings
   position_buckets: int = -1                # > 0: log-bucketed relative positions (v2/v3)
@@ -86,8 +87,8 @@ class ModelConfig:
         raise ValueError(f"model.pos_att_type has {t!r}: expected 'c2p' and/or 'p2c'")
     if self.share_layers != "all" and (self.num_hidden_groups != 1 or self.inner_group_num != 1):
       raise ValueError("num_hidden_groups / inner_group_num need share_layers='all'")
-    if self.share_layers == "all" and self.num_layers % self.num_hidden_groups:
-      raise ValueError(f"num_layers {self.num_layers} is not a multiple of num_hidden_groups {self.num_hidden_groups}")
+    if self.num_hidden_groups < 1 or self.num_hidden_groups > self.num_layers:
+      raise ValueError(f"num_hidden_groups {self.num_hidden_groups} must be in [1, num_layers={self.num_layers}]")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
 

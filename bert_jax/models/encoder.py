@@ -127,7 +127,7 @@ class Encoder(nn.Module):
   def __call__(self, x, mask, input_mask, *, output_hidden_states: bool = False):
     cfg = self.config
     relative = None
-    if cfg.attention_type == "disentangled" and cfg.pos_att_type:
+    if cfg.attention_type == "disentangled" and cfg.relative_attention:
       table = Embed(2 * cfg.relative_span, cfg.hidden_size, ("relpos", "embed"), name="rel_embeddings").embedding
       if cfg.norm_rel_embeddings:
         table = LayerNorm(cfg.layer_norm_eps, jnp.float32, name="rel_norm")(table)
@@ -161,13 +161,13 @@ class Encoder(nn.Module):
     return x, (jnp.stack(states) if output_hidden_states else None)
 
   def _albert_groups(self, x, mask, relative, make, states):
-    """ALBERT: layer i runs group i // (num_layers / groups), each group `inner_group_num` layers."""
+    """ALBERT: step i runs group int(i / (num_layers / groups)), each group `inner_group_num` layers."""
     cfg = self.config
     groups = [[make(f"group_{g}_layer_{k}") for k in range(cfg.inner_group_num)]
               for g in range(cfg.num_hidden_groups)]
-    per_group = cfg.num_layers // cfg.num_hidden_groups
     for i in range(cfg.num_layers):
-      for layer in groups[i // per_group]:
+      # The reference's float division: 5 layers in 2 groups run groups 0,0,0,1,1.
+      for layer in groups[int(i / (cfg.num_layers / cfg.num_hidden_groups))]:
         x = layer(x, mask, relative)
       states.append(x)
     return x, states

@@ -79,7 +79,7 @@ class DisentangledSelfAttention(nn.Module):
     scale = (cfg.dim_per_head * (1 + len(cfg.pos_att_type))) ** -0.5
 
     bias = None
-    if cfg.pos_att_type:
+    if cfg.relative_attention and cfg.pos_att_type:
       if relative is None:
         raise ValueError("disentangled attention needs the relative embeddings")
       bias = self.relative_scores(q, k, relative["embeddings"], query, key, deterministic) * scale

@@ -1,0 +1,145 @@
+"""Hugging Face `config.json` <-> `ModelConfig`, for model_type bert, roberta, albert, deberta, deberta-v2."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bert_jax.models.config import ModelConfig
+
+MODEL_TYPES = ("bert", "roberta", "albert", "deberta", "deberta-v2")
+
+
+def _pos_att_type(value) -> tuple[str, ...]:
+  if value is None:
+    return ()
+  if isinstance(value, str):
+    value = value.split("|")
+  return tuple(v.strip().lower() for v in value if v.strip())
+
+
+def model_config_from_hf(hf: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
+  """Maps a Hugging Face config dict onto ModelConfig; unsupported options raise."""
+  model_type = hf.get("model_type")
+  if model_type not in MODEL_TYPES:
+    raise ValueError(f"{source}: model_type={model_type!r} is not supported; expected one of {MODEL_TYPES}")
+  position_type = hf.get("position_embedding_type", "absolute")
+  if position_type not in (None, "absolute"):
+    raise ValueError(f"{source}: position_embedding_type={position_type!r} is not supported (only 'absolute')")
+  common = dict(
+      family=model_type,
+      vocab_size=hf["vocab_size"],
+      hidden_size=hf["hidden_size"],
+      num_layers=hf["num_hidden_layers"],
+      num_heads=hf["num_attention_heads"],
+      intermediate_size=hf["intermediate_size"],
+      hidden_act=hf.get("hidden_act", "gelu"),
+      max_position_embeddings=hf.get("max_position_embeddings", 512),
+      type_vocab_size=hf.get("type_vocab_size", 2),
+      layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+      pad_token_id=hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0,
+      dropout_rate=hf.get("hidden_dropout_prob", 0.1),
+      attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
+  )
+  if not isinstance(common["hidden_act"], str):
+    raise ValueError(f"{source}: hidden_act must be a string, got {common['hidden_act']!r}")
+  if model_type == "bert":
+    return ModelConfig(**common)
+  if model_type == "roberta":
+    # RoBERTa's LM head always uses exact GELU, whatever hidden_act says.
+    return ModelConfig(**common, position_ids="roberta", mlm_act="gelu")
+  if model_type == "albert":
+    return ModelConfig(**common, embedding_size=hf.get("embedding_size", 128), share_layers="all",
+                       num_hidden_groups=hf.get("num_hidden_groups", 1), inner_group_num=hf.get("inner_group_num", 1))
+  # DeBERTa v1 and v2/v3.
+  v2 = model_type == "deberta-v2"
+  embedding_size = hf.get("embedding_size") or hf["hidden_size"]
+  legacy = hf.get("legacy", True)
+  if not legacy and embedding_size != hf["hidden_size"]:
+    raise ValueError(f"{source}: legacy=False needs embedding_size == hidden_size")
+  norm_rel = [x.strip() for x in str(hf.get("norm_rel_ebd", "none")).lower().split("|")]
+  if hf.get("attention_head_size") not in (None, hf["hidden_size"] // hf["num_attention_heads"]):
+    raise ValueError(f"{source}: attention_head_size != hidden_size / num_attention_heads is not supported")
+  return ModelConfig(
+      **common,
+      embedding_size=embedding_size,
+      embedding_projection="project_then_norm",
+      position_ids="absolute" if hf.get("position_biased_input", True) else "none",
+      mask_embeddings=True,
+      attention_type="disentangled",
+      attention_key_bias=v2,
+      pos_key_bias=v2,
+      relative_attention=bool(hf.get("relative_attention", False)),
+      pos_att_type=_pos_att_type(hf.get("pos_att_type")),
+      max_relative_positions=hf.get("max_relative_positions", -1),
+      position_buckets=hf.get("position_buckets", -1) if v2 else -1,
+      share_att_key=bool(hf.get("share_att_key", False)) if v2 else False,
+      norm_rel_embeddings=v2 and "layer_norm" in norm_rel,
+      talking_head=bool(hf.get("talking_head", False)) and not v2,
+      conv_kernel_size=hf.get("conv_kernel_size", 0) if v2 else 0,
+      conv_groups=hf.get("conv_groups", 1),
+      conv_act=hf.get("conv_act", "tanh"),
+      pooler="none",
+      mlm_transform_size=embedding_size if legacy else hf["hidden_size"],
+  )
+
+
+ARCHITECTURES = {
+    ("bert", None): "BertModel", ("bert", "mlm"): "BertForMaskedLM", ("bert", "pretraining"): "BertForPreTraining",
+    ("roberta", None): "RobertaModel", ("roberta", "mlm"): "RobertaForMaskedLM",
+    ("albert", None): "AlbertModel", ("albert", "mlm"): "AlbertForMaskedLM", ("albert", "pretraining"): "AlbertForPreTraining",
+    ("deberta", None): "DebertaModel", ("deberta", "mlm"): "DebertaForMaskedLM",
+    ("deberta-v2", None): "DebertaV2Model", ("deberta-v2", "mlm"): "DebertaV2ForMaskedLM",
+}
+
+
+def hf_config_from_model(cfg: ModelConfig, head: str | None = None, *, legacy: bool = True) -> dict[str, Any]:
+  """The config.json a Hugging Face model of the same architecture would have.
+
+  legacy: DeBERTa's MLM head layout, `cls.predictions` (True) or `lm_predictions.lm_head`.
+  """
+  family = cfg.family
+  if family not in MODEL_TYPES:
+    raise ValueError(f"family {family!r} has no Hugging Face counterpart; expected one of {MODEL_TYPES}")
+  if (family, head) not in ARCHITECTURES:
+    raise ValueError(f"exporting head={head!r} for {family} is not supported")
+  out: dict[str, Any] = dict(
+      model_type=family,
+      architectures=[ARCHITECTURES[(family, head)]],
+      vocab_size=cfg.vocab_size,
+      hidden_size=cfg.hidden_size,
+      num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads,
+      intermediate_size=cfg.intermediate_size,
+      hidden_act=cfg.hidden_act,
+      max_position_embeddings=cfg.max_position_embeddings,
+      type_vocab_size=cfg.type_vocab_size,
+      layer_norm_eps=cfg.layer_norm_eps,
+      pad_token_id=cfg.pad_token_id,
+      hidden_dropout_prob=cfg.dropout_rate,
+      attention_probs_dropout_prob=cfg.attention_dropout_rate,
+      initializer_range=0.02,
+      tie_word_embeddings=True,
+  )
+  if family == "roberta":
+    out.update(bos_token_id=0, eos_token_id=2)
+  if family == "albert":
+    out.update(embedding_size=cfg.embed_dim, num_hidden_groups=cfg.num_hidden_groups,
+               inner_group_num=cfg.inner_group_num)
+  if family in ("deberta", "deberta-v2"):
+    out.update(
+        relative_attention=cfg.relative_attention,
+        pos_att_type=list(cfg.pos_att_type),
+        max_relative_positions=cfg.max_relative_positions,
+        position_biased_input=cfg.position_ids != "none",
+        legacy=legacy,
+    )
+    if cfg.factorized:
+      out["embedding_size"] = cfg.embed_dim
+    if family == "deberta":
+      out["talking_head"] = cfg.talking_head
+    else:
+      out.update(position_buckets=cfg.position_buckets, share_att_key=cfg.share_att_key,
+                 norm_rel_ebd="layer_norm" if cfg.norm_rel_embeddings else "none",
+                 conv_kernel_size=cfg.conv_kernel_size, conv_groups=cfg.conv_groups, conv_act=cfg.conv_act)
+  return out

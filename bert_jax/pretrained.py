@@ -1,0 +1,243 @@
+"""Loading and saving whole models: Hugging Face folders and bert_jax checkpoint folders.
+
+A bert_jax checkpoint folder holds `bert_jax.json` (model config, head, pooler)
+and `params/` (an Orbax checkpoint of the float32 parameter tree), plus the
+tokenizer files of the model it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.convert import hf_config, hf_params, layout
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.model import EncoderModel
+
+META_FILE = "bert_jax.json"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "spm.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+                   "merges.txt")
+
+
+def is_hf_folder(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(os.path.join(path, META_FILE))
+
+
+def read_hf_state(path: str) -> dict[str, np.ndarray]:
+  """Tensors of a HF folder: model.safetensors (sharded too), else pytorch_model.bin when torch imports."""
+  single = os.path.join(path, "model.safetensors")
+  index = os.path.join(path, "model.safetensors.index.json")
+  if os.path.isfile(single) or os.path.isfile(index):
+    from safetensors.numpy import load_file
+    if os.path.isfile(single):
+      return dict(load_file(single))
+    with open(index) as f:
+      shards = sorted(set(json.load(f)["weight_map"].values()))
+    state = {}
+    for shard in shards:
+      state.update(load_file(os.path.join(path, shard)))
+    return state
+  bin_file = os.path.join(path, "pytorch_model.bin")
+  if os.path.isfile(bin_file):
+    try:
+      import torch
+    except ImportError as e:
+      raise ImportError(f"{bin_file} needs torch to read; convert it to model.safetensors or install torch") from e
+    state = torch.load(bin_file, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() for k, v in state.items()}
+  raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def read_hf_config(path: str) -> dict[str, Any]:
+  file = os.path.join(path, "config.json")
+  try:
+    with open(file) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{file}: not valid JSON ({e})") from e
+
+
+def _has_pooler(state: Mapping[str, np.ndarray], family: str) -> bool:
+  prefix = hf_params.PREFIXES[family] + "."
+  return any(k.removeprefix(prefix).startswith("pooler.") or k.removeprefix(prefix) in ("pooler.weight",)
+             for k in state)
+
+
+def _hf_head_present(state: Mapping[str, np.ndarray], head: str | None) -> bool:
+  return head is None or any(k.startswith(("cls.", "lm_head.", "predictions.", "lm_predictions.")) for k in state)
+
+
+def load_hf(path: str, head: str | None = None, **overrides) -> tuple[EncoderModel, dict, dict]:
+  """A HF folder -> (model, params, info) with info = {"legacy": bool} for re-export."""
+  hf = read_hf_config(path)
+  cfg = hf_config.model_config_from_hf(hf, os.path.join(path, "config.json"))
+  state = read_hf_state(path)
+  if not _hf_head_present(state, head):
+    raise KeyError(f"{path}: head={head!r} requested but the checkpoint has no MLM head weights")
+  with_pooler = cfg.pooler == "tanh" and head in (None, "pretraining") and _has_pooler(state, cfg.family)
+  legacy = hf.get("legacy", True)
+  params = hf_params.flax_from_hf(state, cfg, head=head, with_pooler=with_pooler, legacy=legacy, source=path)
+  cfg = cfg.replace(**overrides) if overrides else cfg
+  model = EncoderModel(cfg, head=head, with_pooler=with_pooler)
+  return model, _fit_layout(model, params, path), {"legacy": legacy}
+
+
+def _fit_layout(model: EncoderModel, params: dict, source: str) -> dict:
+  """Stacks layers for scanned models and checks every shape against the model's own."""
+  if model.config.scan_layers:
+    params = layout.stack_layers(params)
+  check_params(model, params, source)
+  return jax.tree.map(jnp.asarray, params)
+
+
+def abstract_params(model: EncoderModel) -> dict:
+  """Shapes of the model's parameters, without allocating them."""
+  limit = model.config.max_length
+  ids = jax.ShapeDtypeStruct((1, min(8, limit) if limit > 0 else 8), jnp.int32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), ids)
+  return unbox(variables["params"])
+
+
+def unbox(tree):
+  """Strips flax's LogicallyPartitioned boxes."""
+  import flax.linen as nn
+  return nn.meta.unbox(tree)
+
+
+def check_params(model: EncoderModel, params: Mapping, source: str) -> None:
+  """Raises naming each parameter whose presence or shape differs from what `model` needs."""
+  expected = {"/".join(str(getattr(k, "key", k)) for k in path): leaf.shape
+              for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params(model))[0]}
+  got = {"/".join(str(getattr(k, "key", k)) for k in path): np.shape(leaf)
+         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  problems = [f"{k}: missing (expected {v})" for k, v in expected.items() if k not in got]
+  problems += [f"{k}: unexpected parameter {v}" for k, v in got.items() if k not in expected]
+  problems += [f"{k}: shape {got[k]} but the model needs {v}" for k, v in expected.items()
+               if k in got and tuple(got[k]) != tuple(v)]
+  if problems:
+    raise ValueError(f"{source}: parameters do not fit the model:\n  " + "\n  ".join(problems[:20]))
+
+
+def save_pretrained(path: str, model: EncoderModel, params: Mapping, *, tokenizer_from: str | None = None,
+                    extra: Mapping[str, Any] | None = None) -> None:
+  """Writes a bert_jax checkpoint folder; the previous content of `path` stays until the new one is complete."""
+  import orbax.checkpoint as ocp
+  path = os.path.abspath(path)
+  tmp = path + ".tmp"
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  meta = {"format": "bert_jax", "version": 1, "model": model.config.to_dict(), "head": model.head,
+          "with_pooler": model.uses_pooler, **(extra or {})}
+  with open(os.path.join(tmp, META_FILE), "w") as f:
+    json.dump(meta, f, indent=2)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(tmp, "params"), jax.tree.map(np.asarray, dict(params)))
+    ckptr.wait_until_finished()
+  if tokenizer_from:
+    copy_tokenizer_files(tokenizer_from, tmp)
+  if os.path.exists(path):
+    old = path + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old)
+  else:
+    os.rename(tmp, path)
+
+
+def copy_tokenizer_files(src: str, dst: str) -> list[str]:
+  copied = []
+  for name in TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(src, name)):
+      shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
+      copied.append(name)
+  return copied
+
+
+def load_bert_jax(path: str, head: str | None = None, **overrides) -> tuple[EncoderModel, dict, dict]:
+  import orbax.checkpoint as ocp
+  file = os.path.join(path, META_FILE)
+  with open(file) as f:
+    meta = json.load(f)
+  cfg = ModelConfig.from_dict(meta["model"])
+  saved_head = meta.get("head")
+  params_dir = os.path.join(os.path.abspath(path), "params")
+  if not os.path.isdir(params_dir):
+    raise FileNotFoundError(f"{path}: no params/ folder beside {META_FILE}")
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(params_dir)
+  params = jax.tree.map(np.asarray, params)
+  if head != saved_head:
+    params = _select_head(params, saved_head, head, path)
+  with_pooler = meta.get("with_pooler", False) and "pooler" in params
+  params.pop("pooler", None) if not with_pooler else None
+  saved_scan = cfg.scan_layers
+  cfg = cfg.replace(**overrides) if overrides else cfg
+  if saved_scan and not cfg.scan_layers:
+    params = layout.unstack_layers(params)
+  elif cfg.scan_layers and not saved_scan:
+    params = layout.stack_layers(params)
+  model = EncoderModel(cfg, head=head, with_pooler=with_pooler)
+  return model, _fit_layout(model, params, path), meta
+
+
+_HEAD_PARAMS = {"mlm": ("mlm",), "pretraining": ("mlm", "pair_classifier"), "classification": ("classifier",),
+                "token_classification": ("classifier",), "qa": ("qa_outputs",), None: ()}
+
+
+def _select_head(params: dict, saved: str | None, wanted: str | None, source: str) -> dict:
+  need = set(_HEAD_PARAMS[wanted])
+  missing = [n for n in need if n not in params]
+  if missing:
+    raise KeyError(f"{source}: head={wanted!r} needs {missing}, which the checkpoint (head={saved!r}) lacks")
+  drop = set(_HEAD_PARAMS[saved]) - need
+  return {k: v for k, v in params.items() if k not in drop}
+
+
+def from_pretrained(path: str, head: str | None = None, **overrides) -> tuple[EncoderModel, dict]:
+  """(model, params) from a Hugging Face folder or a bert_jax checkpoint folder.
+
+  head: None (bare encoder; pooler when the checkpoint has one) or "mlm".
+  overrides: ModelConfig fields to change, e.g. dtype="bfloat16" or scan_layers=True.
+  """
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path}: not a folder (expected a Hugging Face model folder or a bert_jax checkpoint)")
+  if os.path.isfile(os.path.join(path, META_FILE)):
+    model, params, _ = load_bert_jax(path, head, **overrides)
+  elif os.path.isfile(os.path.join(path, "config.json")):
+    model, params, _ = load_hf(path, head, **overrides)
+  else:
+    raise FileNotFoundError(f"{path}: neither {META_FILE} (bert_jax) nor config.json (Hugging Face) found")
+  return model, params
+
+
+def export_hf(path: str, model: EncoderModel, params: Mapping, *, legacy: bool = True,
+              tokenizer_from: str | None = None) -> None:
+  """Writes a Hugging Face folder (config.json + model.safetensors) that transformers loads."""
+  from safetensors.numpy import save_file
+  cfg = model.config
+  params = jax.tree.map(np.asarray, dict(params))
+  if cfg.scan_layers:
+    params = layout.unstack_layers(params)
+    cfg = cfg.replace(scan_layers=False)
+  head = model.head if model.head in ("mlm", "pretraining") else None
+  state = hf_params.hf_from_flax(params, cfg, head=head, with_pooler=model.uses_pooler, legacy=legacy)
+  config = hf_config.hf_config_from_model(cfg, head, legacy=legacy)
+  os.makedirs(path, exist_ok=True)
+  tmp = os.path.join(path, "model.safetensors.tmp")
+  save_file(state, tmp, metadata={"format": "pt"})
+  os.replace(tmp, os.path.join(path, "model.safetensors"))
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  if tokenizer_from:
+    copy_tokenizer_files(tokenizer_from, path)
