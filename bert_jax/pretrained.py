@@ -78,12 +78,13 @@ def _hf_head_present(state: Mapping[str, np.ndarray], head: str | None) -> bool:
 def load_hf(path: str, head: str | None = None, **overrides) -> tuple[EncoderModel, dict, dict]:
   """A HF folder -> (model, params, info) with info = {"legacy": bool} for re-export."""
   hf = read_hf_config(path)
-  cfg = hf_config.model_config_from_hf(hf, os.path.join(path, "config.json"))
   state = read_hf_state(path)
+  # The head layout follows the stored keys, not config.json (see model_config_from_hf).
+  legacy = False if any(k.startswith("lm_predictions.") for k in state) else hf.get("legacy", True)
+  cfg = hf_config.model_config_from_hf(hf, os.path.join(path, "config.json"), legacy=legacy)
   if not _hf_head_present(state, head):
     raise KeyError(f"{path}: head={head!r} requested but the checkpoint has no MLM head weights")
   with_pooler = cfg.pooler == "tanh" and head in (None, "pretraining") and _has_pooler(state, cfg.family)
-  legacy = hf.get("legacy", True)
   params = hf_params.flax_from_hf(state, cfg, head=head, with_pooler=with_pooler, legacy=legacy, source=path)
   cfg = cfg.replace(**overrides) if overrides else cfg
   model = EncoderModel(cfg, head=head, with_pooler=with_pooler)

@@ -18,8 +18,14 @@ def _pos_att_type(value) -> tuple[str, ...]:
   return tuple(v.strip().lower() for v in value if v.strip())
 
 
-def model_config_from_hf(hf: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
-  """Maps a Hugging Face config dict onto ModelConfig; unsupported options raise."""
+def model_config_from_hf(hf: Mapping[str, Any], source: str = "config.json",
+                         legacy: bool | None = None) -> ModelConfig:
+  """Maps a Hugging Face config dict onto ModelConfig; unsupported options raise.
+
+  legacy: DeBERTa's MLM head layout when known from the checkpoint's keys
+  (released DeBERTa checkpoints store `lm_predictions.*` without saying
+  `legacy: false`); None reads the config's `legacy` (default True).
+  """
   model_type = hf.get("model_type")
   if model_type not in MODEL_TYPES:
     raise ValueError(f"{source}: model_type={model_type!r} is not supported; expected one of {MODEL_TYPES}")
@@ -54,7 +60,7 @@ def model_config_from_hf(hf: Mapping[str, Any], source: str = "config.json") -> 
   # DeBERTa v1 and v2/v3.
   v2 = model_type == "deberta-v2"
   embedding_size = hf.get("embedding_size") or hf["hidden_size"]
-  legacy = hf.get("legacy", True)
+  legacy = hf.get("legacy", True) if legacy is None else legacy
   if not legacy and embedding_size != hf["hidden_size"]:
     raise ValueError(f"{source}: legacy=False needs embedding_size == hidden_size")
   norm_rel = [x.strip() for x in str(hf.get("norm_rel_ebd", "none")).lower().split("|")]
@@ -66,6 +72,7 @@ def model_config_from_hf(hf: Mapping[str, Any], source: str = "config.json") -> 
       embedding_projection="project_then_norm",
       position_ids="absolute" if hf.get("position_biased_input", True) else "none",
       mask_embeddings=True,
+      mask_padded_queries=True,
       attention_type="disentangled",
       attention_key_bias=v2,
       pos_key_bias=v2,

@@ -39,6 +39,7 @@ class ModelConfig:
   position_ids: Literal["absolute", "roberta", "none"] = "absolute"  # how position ids are made
   embedding_projection: Literal["norm_then_project", "project_then_norm"] = "norm_then_project"  # ALBERT vs DeBERTa order
   mask_embeddings: bool = False             # DeBERTa multiplies embeddings by the padding mask
+  mask_padded_queries: bool = False         # DeBERTa masks query rows too (padded rows then attend uniformly)
 
   # Layer sharing (ALBERT).
   share_layers: Literal["none", "all", "attention", "ffn"] = "none"  # cross-layer parameter sharing

@@ -169,7 +169,7 @@ class Encoder(nn.Module):
       # The reference's float division: 5 layers in 2 groups run groups 0,0,0,1,1.
       for layer in groups[int(i / (cfg.num_layers / cfg.num_hidden_groups))]:
         x = layer(x, mask, relative)
-      states.append(x)
+        states.append(x)  # one state per applied layer, as the reference reports them
     return x, states
 
   def _scanned(self, x, mask, relative, states, emit_states):

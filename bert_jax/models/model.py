@@ -34,16 +34,21 @@ class EncoderOutput:
   end_logits: jax.Array | None = None          # span QA [b, l]
 
 
-def attention_mask_4d(attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+def attention_mask_4d(attention_mask: jax.Array, segment_ids: jax.Array | None = None,
+                      mask_queries: bool = False) -> jax.Array:
   """Boolean [b, 1, 1 | l, l]: keys a query may attend to.
 
-  With segment_ids [b, l] (packed rows, 0 = padding) a token sees only its own segment.
+  With segment_ids [b, l] (packed rows, 0 = padding) a token sees only its own
+  segment; mask_queries also blanks the rows of padded queries (DeBERTa's
+  convention, which only changes the outputs at padded positions).
   """
   keys = attention_mask.astype(bool)
-  if segment_ids is None:
+  if segment_ids is None and not mask_queries:
     return keys[:, None, None, :]
-  same = segment_ids[:, :, None] == segment_ids[:, None, :]
-  return (same & keys[:, None, :])[:, None]
+  pairs = keys[:, None, :] & (keys[:, :, None] if mask_queries else True)
+  if segment_ids is not None:
+    pairs = pairs & (segment_ids[:, :, None] == segment_ids[:, None, :])
+  return pairs[:, None]
 
 
 class EncoderModel(nn.Module):
@@ -87,7 +92,7 @@ class EncoderModel(nn.Module):
       attention_mask = jnp.ones_like(input_ids)
     if segment_ids is not None:
       attention_mask = attention_mask * (segment_ids > 0)
-    mask = attention_mask_4d(attention_mask, segment_ids)
+    mask = attention_mask_4d(attention_mask, segment_ids, self.config.mask_padded_queries)
     x = self.embeddings(input_ids, token_type_ids, position_ids, attention_mask, deterministic=self.deterministic)
     x, states = self.encoder(x, mask, attention_mask, output_hidden_states=output_hidden_states)
     out: dict[str, Any] = {"last_hidden_state": x.astype(jnp.float32)}

@@ -181,8 +181,6 @@ class Tokenizer:
           f"max_length={max_length} leaves no room for text: the {'pair' if pair else 'single'} template "
           f"adds {needed} special tokens"
       )
-    if truncation == "only_second" and not pair:
-      raise ValueError("truncation='only_second' needs a pair of texts")
 
   def encode(
       self,

@@ -13,8 +13,10 @@ layout of the family it imitates:
 
 from __future__ import annotations
 
+import collections
 import gzip
 import io
+import itertools
 import json
 import os
 import unicodedata
@@ -59,6 +61,27 @@ def _tokenizer_config(tokenizer_class: str, specials: pipelines.SpecialTokens, *
   return {"tokenizer_class": tokenizer_class, **settings, **named}
 
 
+def _by_usage(backend: tokenizers.Tokenizer, files, first: Sequence[str]) -> list[str]:
+  """The trained vocabulary ordered by how often each token occurs in the corpus.
+
+  The trainer breaks ties between equally frequent merges in hash order, so
+  its ids change from run to run; WordPiece does not depend on id order, and
+  sorting by (-usage, token) makes the written vocab.txt reproducible.
+  """
+  counts = collections.Counter()
+  batch = []
+  for line in itertools.chain(read_lines(files), [None]):
+    if line is not None:
+      batch.append(line)
+    if len(batch) == 4096 or (line is None and batch):
+      for encoding in backend.encode_batch(batch, add_special_tokens=False):
+        counts.update(encoding.ids)
+      batch = []
+  vocab = backend.get_vocab()
+  rest = sorted((t for t in vocab if t not in first), key=lambda t: (-counts[vocab[t]], t))
+  return list(first) + rest
+
+
 def train_wordpiece(
     files: PathLike | Sequence[PathLike], vocab_size: int, out_dir: PathLike, lowercase: bool = True,
     *, min_frequency: int = 2, limit_alphabet: int = 1000,
@@ -74,8 +97,8 @@ def train_wordpiece(
       limit_alphabet=limit_alphabet, continuing_subword_prefix="##", show_progress=False,
   )
   backend.train_from_iterator(read_lines(files), trainer)
-  vocab = backend.get_vocab()
-  tokens = sorted(vocab, key=vocab.get)
+  tokens = _by_usage(backend, files, first=WORDPIECE_SPECIALS)
+  vocab = {token: i for i, token in enumerate(tokens)}
   (out / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
   pipelines.wordpiece(vocab, lowercase=lowercase).save(str(out / "tokenizer.json"))
   _write_json(
