@@ -72,11 +72,23 @@ def _has_pooler(state: Mapping[str, np.ndarray], family: str) -> bool:
 
 
 def _hf_head_present(state: Mapping[str, np.ndarray], head: str | None) -> bool:
-  return head is None or any(k.startswith(("cls.", "lm_head.", "predictions.", "lm_predictions.")) for k in state)
+  mlm = ("cls.predictions.", "lm_head.", "predictions.", "lm_predictions.")
+  return head is None or any(k.startswith(mlm) for k in state)
 
 
-def load_hf(path: str, head: str | None = None, **overrides) -> tuple[EncoderModel, dict, dict]:
-  """A HF folder -> (model, params, info) with info = {"legacy": bool} for re-export."""
+def detect_hf_head(state: Mapping[str, np.ndarray]) -> str | None:
+  """The richest head a HF state dict carries: "pretraining" (MLM + NSP/SOP), "mlm" or None."""
+  if any(k.startswith(("cls.seq_relationship.", "sop_classifier.")) for k in state) and _hf_head_present(state, "mlm"):
+    return "pretraining"
+  return "mlm" if _hf_head_present(state, "mlm") else None
+
+
+def load_hf(path: str, head: str | None = None, *, keep_pooler: bool = False,
+            **overrides) -> tuple[EncoderModel, dict, dict]:
+  """A HF folder -> (model, params, info) with info = {"legacy": bool, "state_keys": [...]}.
+
+  keep_pooler: keep the pooler whatever the head (conversion keeps every stored tensor).
+  """
   hf = read_hf_config(path)
   state = read_hf_state(path)
   # The head layout follows the stored keys, not config.json (see model_config_from_hf).
@@ -84,11 +96,12 @@ def load_hf(path: str, head: str | None = None, **overrides) -> tuple[EncoderMod
   cfg = hf_config.model_config_from_hf(hf, os.path.join(path, "config.json"), legacy=legacy)
   if not _hf_head_present(state, head):
     raise KeyError(f"{path}: head={head!r} requested but the checkpoint has no MLM head weights")
-  with_pooler = cfg.pooler == "tanh" and head in (None, "pretraining") and _has_pooler(state, cfg.family)
+  with_pooler = (cfg.pooler == "tanh" and (keep_pooler or head in (None, "pretraining"))
+                 and _has_pooler(state, cfg.family))
   params = hf_params.flax_from_hf(state, cfg, head=head, with_pooler=with_pooler, legacy=legacy, source=path)
   cfg = cfg.replace(**overrides) if overrides else cfg
   model = EncoderModel(cfg, head=head, with_pooler=with_pooler)
-  return model, _fit_layout(model, params, path), {"legacy": legacy}
+  return model, _fit_layout(model, params, path), {"legacy": legacy, "state_keys": sorted(state)}
 
 
 def _fit_layout(model: EncoderModel, params: dict, source: str) -> dict:

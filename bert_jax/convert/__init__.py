@@ -1,0 +1,1 @@
+"""Checkpoint conversion: Hugging Face folders <-> bert_jax checkpoint folders."""
