@@ -92,6 +92,16 @@ class _FolderConfig:
         changes[role] = SpecialToken(token.content, *flags[token.content])
     return dataclasses.replace(specials, **changes)
 
+  def add_extra_specials(self, backend: tokenizers.Tokenizer) -> None:
+    """Adds `additional_special_tokens` / `extra_special_tokens` after the named ones, as the reference does."""
+    existing = {str(t) for t in backend.get_added_tokens_decoder().values()}
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+      for value in self.tokenizer.get(key) or []:
+        content = value.get("content") if isinstance(value, dict) else value
+        if isinstance(content, str) and content not in existing:
+          existing.add(content)
+          backend.add_special_tokens([SpecialToken(content).added_token()])
+
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
   """Builds the tokenizer of a model folder (see the module docstring for the files read)."""
@@ -143,6 +153,7 @@ def _from_vocab_txt(path: Path, config: _FolderConfig) -> Tokenizer:
       strip_accents=config.tokenizer.get("strip_accents"),
       tokenize_chinese_chars=bool(config.get("tokenize_chinese_chars", True)),
   )
+  config.add_extra_specials(backend)
   return Tokenizer(backend, kind="wordpiece", specials=specials, source=str(config.folder))
 
 
@@ -161,6 +172,7 @@ def _from_vocab_json(folder: Path, config: _FolderConfig) -> Tokenizer:
       add_prefix_space=bool(config.get("add_prefix_space", False)),
       trim_offsets=bool(config.get("trim_offsets", True)),
   )
+  config.add_extra_specials(backend)
   return Tokenizer(backend, kind="bpe", specials=specials, source=str(folder))
 
 
@@ -200,6 +212,7 @@ def _from_spm_model(model_file: Path, config: _FolderConfig) -> Tokenizer:
       split_by_punct=bool(config.get("split_by_punct", False)),
       add_prefix_space=bool(config.get("add_prefix_space", True)),
   )
+  config.add_extra_specials(backend)
   return Tokenizer(backend, kind="sentencepiece", specials=specials, source=str(config.folder))
 
 
@@ -235,4 +248,5 @@ def _from_tokenizer_json(path: Path, config: _FolderConfig) -> Tokenizer:
   })
   specials = config.specials(defaults)
   pipelines.add_special_tokens(backend, specials, keep_existing=True)
+  config.add_extra_specials(backend)
   return Tokenizer(backend, kind=kind, specials=specials, source=str(config.folder))

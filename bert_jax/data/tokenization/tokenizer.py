@@ -23,6 +23,9 @@ Truncation = Literal["longest_first", "only_first", "only_second"]
 TRUNCATIONS = ("longest_first", "only_first", "only_second")
 Kind = Literal["wordpiece", "bpe", "sentencepiece"]
 
+# Backend copies kept for distinct (max_length, truncation) settings.
+_MAX_TRUNCATING_COPIES = 16
+
 # How each family marks word boundaries inside its vocabulary.
 _CONTINUATION_PREFIX = {"wordpiece": "##"}  # "##ing" continues a word
 _WORD_START_PREFIX = {"bpe": "Ġ", "sentencepiece": "▁"}  # "Ġthe" / "▁the" starts one
@@ -44,7 +47,7 @@ class Encoding:
   offsets: list[tuple[int, int]]
   word_ids: list[int | None]
   sequence_ids: list[int | None]  # 0 first text, 1 pair text, None specials
-  tokens: list[str]
+  tokens: list[str]  # as the backend reports them: an unknown SentencePiece piece shows its text
 
   def __len__(self) -> int:
     return len(self.ids)
@@ -164,6 +167,8 @@ class Tokenizer:
     key = (max_length, truncation)
     with self._lock:
       if key not in self._truncating:
+        if len(self._truncating) >= _MAX_TRUNCATING_COPIES:  # many lengths: bound the memory
+          self._truncating.clear()
         backend = tokenizers.Tokenizer.from_str(self._backend.to_str())
         backend.enable_truncation(max_length, strategy=truncation)
         self._truncating[key] = backend

@@ -1,0 +1,154 @@
+"""Mesh and logical-axis sharding: declared once, resolved here.
+
+Parameters and key activations carry logical axis names (see models/layers.py);
+the config's rules map those names onto the mesh axes ("data", "fsdp",
+"tensor"). A logical name that no rule mentions is an error, never silent
+replication; a rule may map a name to None to replicate it on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# (logical name, mesh axis or axes or None). Order matters: flax takes the first
+# rule whose mesh axis is still free in that array.
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("embed_out", "tensor"),
+    ("embed_in", None),
+    ("embed_factor", None),
+    ("heads", "tensor"),
+    ("heads_out", None),
+    ("kv", None),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("classes", None),
+    ("position", None),
+    ("token_type", None),
+    ("relpos", None),
+    ("norm", None),
+    ("layers", None),
+    ("conv_window", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+)
+
+
+def mesh_shape(sizes: Mapping[str, int], device_count: int) -> tuple[int, int, int]:
+  """Mesh sizes for (data, fsdp, tensor); one entry may be -1 (the remaining devices)."""
+  shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
+  fill = [i for i, s in enumerate(shape) if s == -1]
+  if len(fill) > 1:
+    raise ValueError(f"mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, shape))}")
+  if any(s == 0 or s < -1 for s in shape):
+    raise ValueError(f"mesh: sizes must be positive or -1, got {dict(zip(MESH_AXES, shape))}")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if fill:
+    if device_count % known:
+      raise ValueError(f"mesh: {device_count} devices do not divide by {dict(zip(MESH_AXES, shape))}")
+    shape[fill[0]] = device_count // known
+  if int(np.prod(shape)) != device_count:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} devices; "
+                     f"{device_count} are available")
+  return tuple(shape)
+
+
+def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ("data", "fsdp", "tensor") mesh with Auto axes (sharding constraints apply inside jit)."""
+  devices = list(devices if devices is not None else jax.devices())
+  shape = mesh_shape(sizes, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def _leaves_with_names(boxed_tree):
+  """(path string, logical names, shape) for every leaf; raises for a leaf without names."""
+  out, unnamed = [], []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(
+      boxed_tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]:
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    if isinstance(leaf, nn.LogicallyPartitioned):
+      out.append((name, tuple(leaf.names), tuple(leaf.value.shape)))
+    else:
+      unnamed.append(name)
+  if unnamed:
+    raise ValueError(f"parameters without logical axis names: {unnamed[:10]}")
+  return out
+
+
+def resolve_spec(names: Sequence[str | None], shape: Sequence[int], rules, mesh_sizes: Mapping[str, int],
+                 where: str = "array") -> tuple[PartitionSpec, list[str]]:
+  """PartitionSpec for one array, and notes on dimensions left replicated.
+
+  For each logical name, the first rule whose mesh axes are still free in this
+  array and divide the dimension wins; a rule target of None replicates. A name
+  with no rule raises. A dimension that no candidate divides (BERT's 30522-row
+  vocabulary on tensor=4) stays replicated and is reported in the notes.
+  """
+  used: set[str] = set()
+  spec, notes = [], []
+  for name, dim in zip(names, shape):
+    if name is None:
+      spec.append(None)
+      continue
+    targets = [t for n, t in rules if n == name]
+    if not targets:
+      raise ValueError(f"{where}: logical axis {name!r} has no sharding rule (add one, e.g. ({name!r}, None))")
+    choice = None
+    for target in targets:
+      axes = () if target is None else ((target,) if isinstance(target, str) else tuple(target))
+      size = int(np.prod([mesh_sizes[a] for a in axes])) if axes else 1
+      if any(a in used for a in axes):
+        continue
+      if dim % size:
+        notes.append(f"{where}: dim {dim} ({name}) is not divisible by mesh {axes} = {size}; replicated")
+        continue
+      choice = axes
+      break
+    if choice:
+      used.update(choice)
+      spec.append(choice[0] if len(choice) == 1 else choice)
+    else:
+      spec.append(None)
+  return PartitionSpec(*spec), notes
+
+
+def param_specs(boxed_tree, rules, mesh_sizes: Mapping[str, int]) -> tuple[dict[str, PartitionSpec], list[str]]:
+  """{param path: PartitionSpec} for a boxed abstract tree (jax.eval_shape of init), plus notes."""
+  specs, notes = {}, []
+  for name, names, shape in _leaves_with_names(boxed_tree):
+    spec, leaf_notes = resolve_spec(names, shape, rules, mesh_sizes, where=name)
+    specs[name] = spec
+    notes += leaf_notes
+  return specs, notes
+
+
+def named_shardings(boxed_tree, mesh: Mesh, rules, log=None):
+  """Tree of NamedShardings (same structure as the unboxed tree) on `mesh`."""
+  sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
+  specs, notes = param_specs(boxed_tree, rules, sizes)
+  for note in notes:
+    (log or print)(note)
+  leaves = _leaves_with_names(boxed_tree)
+  structure = jax.tree.structure(nn.meta.unbox(boxed_tree))
+  return jax.tree.unflatten(structure, [NamedSharding(mesh, specs[name]) for name, _, _ in leaves])
+
+
+def rules_from_config(rules) -> tuple[tuple[str, object], ...]:
+  """Normalises rules from a ConfigDict (lists become tuples)."""
+  out = []
+  for name, target in rules:
+    if isinstance(target, list):
+      target = tuple(target)
+    out.append((name, target))
+  return tuple(out)
