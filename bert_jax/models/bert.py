@@ -14,6 +14,8 @@ SIZES = {
 
 def config(size: str = "base", **overrides) -> ModelConfig:
   layers, hidden, heads = SIZES[size]
-  return ModelConfig(family="bert", vocab_size=30522, hidden_size=hidden, num_layers=layers, num_heads=heads,
-                     intermediate_size=4 * hidden, hidden_act="gelu", max_position_embeddings=512,
-                     type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, **overrides)
+  settings = dict(family="bert", vocab_size=30522, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                  intermediate_size=4 * hidden, hidden_act="gelu", max_position_embeddings=512,
+                  type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0)
+  settings.update(overrides)
+  return ModelConfig(**settings)

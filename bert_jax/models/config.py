@@ -105,7 +105,10 @@ class ModelConfig:
 
   @property
   def factorized(self) -> bool:
-    return self.embed_dim != self.hidden_size
+    """Whether embeddings go through an E -> H projection (ALBERT always has one, even with E == H)."""
+    if self.embedding_size is None:
+      return False
+    return self.embedding_projection == "norm_then_project" or self.embed_dim != self.hidden_size
 
   @property
   def relative_span(self) -> int:

@@ -12,7 +12,9 @@ SIZES = bert.SIZES
 def config(size: str = "base", **overrides) -> ModelConfig:
   layers, hidden, heads = SIZES[size]
   # Positions start after padding_idx=1, so 514 rows hold 512 tokens.
-  return ModelConfig(family="roberta", vocab_size=50265, hidden_size=hidden, num_layers=layers, num_heads=heads,
-                     intermediate_size=4 * hidden, hidden_act="gelu", max_position_embeddings=514,
-                     type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, position_ids="roberta",
-                     mlm_act="gelu", **overrides)
+  settings = dict(family="roberta", vocab_size=50265, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                  intermediate_size=4 * hidden, hidden_act="gelu", max_position_embeddings=514,
+                  type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, position_ids="roberta",
+                  mlm_act="gelu")
+  settings.update(overrides)
+  return ModelConfig(**settings)

@@ -1,0 +1,130 @@
+"""Shared pieces of the `configs/*.py` files: the default training config and the model section.
+
+Every config file returns an ml_collections ConfigDict built here, so all runs
+share one set of keys (the contract in DESIGN.md) and `--config.K=V` overrides
+work the same everywhere. `model_config(config)` turns `config.model` into the
+frozen ModelConfig at the boundary; an unknown key raises, naming it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from bert_jax import models, sharding
+from bert_jax.models.config import ModelConfig
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_CORPUS = os.path.join(REPO_ROOT, "data", "*.txt.gz")
+
+# Family -> (bundled tokenizer, pretraining objective).
+FAMILY_DEFAULTS = {
+    "bert": ("wordpiece", "mlm_nsp"),
+    "roberta": ("bpe", "mlm"),
+    "albert": ("spm", "mlm_sop"),
+    "deberta": ("spm", "mlm"),
+}
+
+
+def bundled_tokenizer_dir(kind: str) -> str:
+  return os.path.join(REPO_ROOT, "bert_jax", "assets", "tokenizers", kind)
+
+
+def model_section(cfg: ModelConfig) -> ml_collections.ConfigDict:
+  """ConfigDict of a ModelConfig (tuples become lists so --config.model.K=V works)."""
+  return ml_collections.ConfigDict(cfg.to_dict())
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """config.model -> ModelConfig; unknown keys raise KeyError naming them."""
+  values = config.model.to_dict()
+  try:
+    return ModelConfig.from_dict(values)
+  except KeyError as e:
+    raise KeyError(f"config.model: {e.args[0]}") from None
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a run reads, with defaults; config files override what they need."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # params init, data order, masking and dropout all derive from it
+  c.total_steps = 10_000          # optimizer steps; 0 = initialise, write the step-0 metrics line, exit
+  c.batch_size = 256              # global batch (all processes, all accumulation micro-steps)
+  c.log_every = 50                # steps between train metric lines and the progress line
+  c.eval_every = 1_000            # steps between evaluations (0 = only at the end)
+  c.eval_steps = 20               # validation batches per evaluation (0 = the whole split)
+  c.checkpoint_every = 1_000      # steps between checkpoints (a final one is always written)
+  c.keep_checkpoints = 3          # newest checkpoints kept
+  c.init_from = ""                # bert_jax checkpoint or Hugging Face folder to start from
+  c.objective = "mlm"             # mlm | mlm_nsp | mlm_sop | rtd
+  c.nonfinite = "stop"            # stop | skip: what a non-finite loss/gradient does
+  c.profile_steps = 0             # >0: write a jax profiler trace of that many steps after warm-up
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train = BUNDLED_CORPUS   # globs of text files (.gz ok; blank line between documents) or tfds:NAME
+  c.data.validation = ""          # same; empty = hold out documents from the training corpus
+  c.data.validation_documents = 20  # documents held out when data.validation is empty
+  c.data.text_key = "text"        # TFDS feature holding the text
+  c.data.tokenizer = bundled_tokenizer_dir("wordpiece")  # tokenizer folder
+  c.data.max_length = 128         # tokens per row, specials included
+  c.data.mask_rate = 0.15         # fraction of tokens predicted
+  c.data.max_predictions = 20     # fixed number of MLM slots per row (static shapes)
+  c.data.whole_word_masking = False  # mask whole words (## / ▁ / Ġ aware)
+  c.data.dynamic_masking = True   # new masks every epoch (RoBERTa) instead of fixed ones (BERT)
+  c.data.short_seq_prob = 0.1     # BERT: probability of a shorter target length
+  c.data.nsp_random_prob = 0.5    # probability that segment B is random (NSP)
+  c.data.packing = False          # pack several examples per row with segment-aware attention
+  c.data.cache_dir = ""           # prepared shards; empty = WORKDIR/prepared
+  c.data.num_workers = 0          # grain worker processes (0 = in-process)
+
+  c.model = model_section(models.build("bert", "tiny"))
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"      # adamw | lamb
+  c.optimizer.learning_rate = 1e-4  # peak learning rate
+  c.optimizer.warmup_steps = 1_000  # linear warmup (or warmup_ratio * total_steps when > 0)
+  c.optimizer.warmup_ratio = 0.0  # overrides warmup_steps when > 0
+  c.optimizer.schedule = "linear"  # decay after warmup: linear | cosine | polynomial | constant
+  c.optimizer.end_learning_rate = 0.0  # learning rate at total_steps
+  c.optimizer.power = 1.0         # polynomial decay power
+  c.optimizer.weight_decay = 0.01  # decoupled weight decay (not on LayerNorm, biases)
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-6
+  c.optimizer.clip_norm = 1.0     # global-norm clipping (0 = off)
+  c.optimizer.grad_accum_steps = 1  # micro-batches per step (batch_size is split across them)
+  c.optimizer.layerwise_lr_decay = 1.0  # <1: layer l gets lr * decay^(num_layers - l) (fine-tuning)
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                # data-parallel axis (-1 = the devices left over)
+  c.mesh.fsdp = 1                 # parameter/optimizer sharding axis
+  c.mesh.tensor = 1               # tensor (heads / mlp / vocab) parallel axis
+  c.sharding_rules = [list(rule) for rule in sharding.DEFAULT_RULES]  # logical axis -> mesh axes
+
+  c.rtd = ml_collections.ConfigDict()
+  c.rtd.generator_scale = 0.5     # generator width and heads relative to the discriminator (ELECTRA: 1/4..1/2)
+  c.rtd.discriminator_weight = 50.0  # lambda in L = L_mlm + lambda L_rtd
+  c.rtd.embedding_sharing = "gdes"  # gdes (DeBERTa-v3) | shared (ELECTRA) | none
+  return c
+
+
+def pretrain_config(family: str, size: str) -> ml_collections.ConfigDict:
+  """The standard pretraining setup of one family and size on the bundled corpus."""
+  if family not in FAMILY_DEFAULTS:
+    raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILY_DEFAULTS)}")
+  c = base_config()
+  tokenizer, objective = FAMILY_DEFAULTS[family]
+  c.model = model_section(models.build(family, size, scan_layers=family != "albert"))
+  c.data.tokenizer = bundled_tokenizer_dir(tokenizer)
+  c.objective = objective
+  if family in ("roberta", "deberta"):
+    c.data.dynamic_masking = True
+  if family == "bert":
+    c.data.dynamic_masking = False
+  if family in ("albert", "deberta"):
+    c.data.whole_word_masking = family == "albert"
+  if family == "albert":
+    c.optimizer.name = "lamb"
+    c.optimizer.learning_rate = 1.76e-3 if size in ("base", "large", "xlarge", "xxlarge") else 1e-3
+  return c
