@@ -16,6 +16,7 @@ CORE = [
     "tokenizers",
     "safetensors",
     "numpy",
+    "tensorboardX",  # TensorBoard event files without TensorFlow
 ]
 
 EXTRAS = {

@@ -1,0 +1,90 @@
+"""Orbax checkpoints of (train state, data-iterator position): restore-or-init, async saves, keep-N.
+
+Layout: WORKDIR/checkpoints/<step>/{state, data}. `state` is the TrainState
+(params, optimizer, step, rng), restored straight into its shardings on any
+mesh; `data` holds one JSON file per process with its iterator position.
+Orbax writes each step into a temporary folder and renames it when complete,
+and deletes old steps only after a newer one is finalised, so a crash never
+costs the last good checkpoint. An unreadable step is reported and skipped in
+favour of the one before it, never deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grain.checkpoint as grain_ckpt
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+  """Wraps an Orbax CheckpointManager for one run directory."""
+
+  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain_ckpt.CheckpointHandler()})
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, data_iterator=None, *, force: bool = False) -> bool:
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain_ckpt.CheckpointSave(data_iterator)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore_latest(self, abstract_state, data_iterator=None, log: Callable[[str], None] = logging.warning):
+    """(state, step) from the newest readable checkpoint, or (None, None) if there is none.
+
+    abstract_state: a tree of jax.ShapeDtypeStruct with shardings (the target layout).
+    """
+    for step in reversed(self.steps()):
+      try:
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None and os.path.isdir(os.path.join(self.directory, str(step), "data")):
+          items["data"] = grain_ckpt.CheckpointRestore(data_iterator)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], step
+      except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous step
+        log(f"checkpoint step {step} in {self.directory} is unreadable ({type(e).__name__}: {str(e)[:300]}); "
+            "falling back to the previous one")
+        self._set_aside(step)
+    return None, None
+
+  def _set_aside(self, step: int) -> None:
+    """Moves an unreadable step out of Orbax's view (kept on disk for inspection, not deleted)."""
+    if jax.process_index() != 0:
+      return
+    src = os.path.join(self.directory, str(step))
+    if os.path.isdir(src):
+      os.rename(src, os.path.join(self.directory, f"unreadable-{step}-{int(time.time())}"))
+    self.manager.reload()
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def restore_params_only(directory: str, abstract_params: Any) -> tuple[Any, int]:
+  """Params of the newest checkpoint of a training run (for evaluation, export or init_from)."""
+  checkpointer = Checkpointer(directory, async_save=False)
+  steps = checkpointer.steps()
+  if not steps:
+    raise FileNotFoundError(f"{directory}: no checkpoint steps")
+  step = steps[-1]
+  restored = checkpointer.manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(partial_restore=True)))
+  checkpointer.close()
+  return restored["state"]["params"], step
