@@ -63,7 +63,6 @@ class ModelConfig:
   conv_kernel_size: int = 0                 # > 0: DeBERTa-v2 convolution after the first layer
   conv_groups: int = 1                      # groups of that convolution
   conv_act: str = "tanh"                    # activation of that convolution
-  emd_layers: int = 0                       # enhanced mask decoder layers (pretraining only; 0 = off)
 
   # Heads.
   pooler: Literal["tanh", "none"] = "tanh"  # BERT/RoBERTa/ALBERT pooler on the first token

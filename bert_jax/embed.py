@@ -1,0 +1,530 @@
+"""Sentence embeddings: one vector per line of a text file, from any bert_jax encoder.
+
+    python -m bert_jax.embed --model=PATH --input=FILE --output=OUT.npy \
+        [--pooling=mean|cls|max] [--normalize | --no-normalize] [--max_length=N] \
+        [--long_inputs=truncate|chunk] [--batch_size=N] [--dtype=float32|bfloat16] [--allow_empty_lines]
+
+PATH is a Hugging Face folder or a bert_jax checkpoint folder; the text is
+tokenized with the model's own tokenizer (tokenizer.json / vocab.txt / spm.model
+in PATH). OUT.npy is float32 [lines, hidden], row i for line i; it appears only
+when complete (an existing file is replaced atomically, or left alone on error).
+
+Defaults follow a sentence-transformers folder when PATH is one, flags override:
+  pooling     1_Pooling/config.json (pooling_mode_{mean,cls,max}_tokens); else mean
+  normalize   on if modules.json lists a Normalize module; else off
+  max_length  sentence_bert_config.json max_seq_length; else min(512, position table)
+Other sentence-transformers modules (Dense, ...) are refused rather than skipped.
+
+--long_inputs: "truncate" (default) cuts each text at max_length tokens, as
+sentence-transformers does. "chunk" embeds overlapping windows of a longer text
+(each with the template's [CLS] / [SEP]; consecutive windows share a quarter of
+their text tokens) and merges them weighted by each window's real tokens: for
+mean pooling that is the mean over all window tokens; cls averages the windows'
+first vectors; max takes the maximum. Normalization comes after merging.
+
+Python: `embed_texts(path_or_(model, params, tokenizer), texts, ...)` -> float32
+[len(texts), hidden]; the CLI is a thin layer over it.
+
+Speed: texts are tokenized in one parallel call, sorted by length and batched
+into a few static shapes (length buckets), so XLA compiles a handful of
+programs, concurrently and while earlier buckets run. The CLI keeps compiled
+programs in a persistent cache (~/.cache/bert_jax/jax_cache, or
+$JAX_COMPILATION_CACHE_DIR) so repeat runs skip compilation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.models.heads import POOLING, l2_normalize
+
+POOLINGS = tuple(POOLING)  # cls, mean, max
+LONG_INPUTS = ("truncate", "chunk")
+DEFAULT_MAX_LENGTH = 512
+DEFAULT_BATCH_SIZE = 128
+# Rows x length per batch: bounds activation memory (attention is [rows, heads, l, l]).
+TOKENS_PER_BATCH = 8192
+PROGRESS_MIN_TEXTS = 1000
+CACHE_DIR = os.path.join("~", ".cache", "bert_jax", "jax_cache")
+_KNOWN_ST_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+class EmbedError(ValueError):
+  """Bad input: the message names the file, line or setting at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  pooling: str = "mean"           # mean | cls | max
+  normalize: bool = False         # L2-normalize each output row
+  max_length: int = DEFAULT_MAX_LENGTH  # tokens per sequence, special tokens included
+  long_inputs: str = "truncate"   # truncate | chunk
+
+
+# -- defaults from a sentence-transformers folder ---------------------------------
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise EmbedError(f"{path}: not valid JSON ({e})") from e
+
+
+def _pooling_from_config(path: str) -> str:
+  """1_Pooling/config.json -> "mean" | "cls" | "max"; other modes are refused, not approximated."""
+  config = _read_json(path)
+  if isinstance(config.get("pooling_mode"), str):  # newer sentence-transformers write the mode by name
+    modes = [config["pooling_mode"]]
+  else:
+    modes = [m for m in ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
+             if config.get(f"pooling_mode_{m}_tokens") or config.get(f"pooling_mode_{m}_token")]
+  if len(modes) != 1 or modes[0] not in POOLINGS:
+    raise EmbedError(f"{path}: pooling modes {modes} are not supported; expected exactly one of {POOLINGS} "
+                     "(or pass --pooling)")
+  return modes[0]
+
+
+def folder_defaults(path: str, model_max_length: int) -> dict[str, Any]:
+  """pooling / normalize / max_length that a sentence-transformers folder asks for (see the module docstring).
+
+  model_max_length: the position table's limit (-1 = none).
+  """
+  defaults: dict[str, Any] = {"pooling": "mean", "normalize": False,
+                              "max_length": DEFAULT_MAX_LENGTH if model_max_length < 0
+                              else min(DEFAULT_MAX_LENGTH, model_max_length)}
+  modules_file = os.path.join(path, "modules.json")
+  modules = _read_json(modules_file) if os.path.isfile(modules_file) else []
+  for module in modules:
+    kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+    if kind not in _KNOWN_ST_MODULES:
+      raise EmbedError(f"{modules_file}: module {module.get('type')!r} is not supported by bert_jax.embed "
+                       f"(only {', '.join(_KNOWN_ST_MODULES)}); its output would differ from sentence-transformers")
+    if kind == "Pooling":
+      defaults["pooling"] = _pooling_from_config(os.path.join(path, module.get("path", ""), "config.json"))
+    defaults["normalize"] |= kind == "Normalize"
+  pooling_file = os.path.join(path, "1_Pooling", "config.json")
+  if not modules and os.path.isfile(pooling_file):
+    defaults["pooling"] = _pooling_from_config(pooling_file)
+  st_file = os.path.join(path, "sentence_bert_config.json")
+  if os.path.isfile(st_file):
+    max_seq_length = _read_json(st_file).get("max_seq_length")
+    if isinstance(max_seq_length, int) and max_seq_length > 0:
+      defaults["max_length"] = max_seq_length
+  return defaults
+
+
+def resolve_settings(defaults: dict[str, Any], model_max_length: int, **flags: Any) -> Settings:
+  """Folder defaults overridden by the flags that are not None; checked against the model."""
+  values = {**defaults, **{k: v for k, v in flags.items() if v is not None}}
+  settings = Settings(**values)
+  if settings.pooling not in POOLINGS:
+    raise EmbedError(f"pooling={settings.pooling!r}: expected one of {POOLINGS}")
+  if settings.long_inputs not in LONG_INPUTS:
+    raise EmbedError(f"long_inputs={settings.long_inputs!r}: expected one of {LONG_INPUTS}")
+  if settings.max_length < 3:
+    raise EmbedError(f"max_length={settings.max_length}: need room for the special tokens and some text")
+  if 0 <= model_max_length < settings.max_length:
+    raise EmbedError(f"max_length={settings.max_length} is longer than the model's position table "
+                     f"({model_max_length} tokens)")
+  return settings
+
+
+# -- input ------------------------------------------------------------------------
+
+
+def read_lines(path: str, allow_empty: bool = False) -> list[str]:
+  """The lines of a UTF-8 file (without "\\n" or "\\r\\n"), checked; EmbedError names the bad line."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise EmbedError(f"cannot read input {path}: {e.strerror or e}") from e
+  if not data:
+    raise EmbedError(f"input {path} is empty: expected one text per line")
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    raise EmbedError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
+  # Only "\n" ends a line: str.splitlines would also split on \x0b, \x1c, U+2028, ...
+  lines = text.removeprefix("\ufeff").split("\n")
+  if lines[-1] == "":
+    lines.pop()
+  lines = [line.removesuffix("\r") for line in lines]
+  if not allow_empty:
+    for number, line in enumerate(lines, 1):
+      if not line.strip():
+        raise EmbedError(f"{path}:{number}: empty line (every line is one text to embed; "
+                         "pass --allow_empty_lines to embed it as an empty string)")
+  return lines
+
+
+# -- tokens -> windows ------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Windows:
+  """Token sequences to run: one per text, or several per text when chunking.
+
+  ids, type_ids: per window, int32 [window length] (special tokens included).
+  owner: int [windows], the text each window belongs to.
+  """
+
+  ids: list[np.ndarray]
+  type_ids: list[np.ndarray]
+  owner: np.ndarray
+
+  @property
+  def lengths(self) -> np.ndarray:
+    return np.fromiter((len(w) for w in self.ids), np.int64, len(self.ids))
+
+
+def template_split(backend) -> tuple[int, int]:
+  """(leading, trailing): special tokens the single-text template adds before and after the text."""
+  sequence_ids = backend.encode("a").sequence_ids
+  text = [i for i, s in enumerate(sequence_ids) if s is not None]
+  if not text:
+    raise EmbedError("the tokenizer encodes 'a' to no text token; cannot locate its special tokens")
+  return text[0], len(sequence_ids) - 1 - text[-1]
+
+
+def window_starts(body: int, room: int) -> list[int]:
+  """Starts of windows of `room` text tokens over `body` tokens; neighbours overlap by room // 4."""
+  stride = room - room // 4
+  starts = [0]
+  while starts[-1] + room < body:
+    starts.append(starts[-1] + stride)
+  return starts
+
+
+def make_windows(encodings: Sequence, template: tuple[int, int], max_length: int, chunk: bool) -> Windows:
+  """Cuts each encoding (with its special tokens) to max_length, or into windows when chunk.
+
+  Truncation keeps the template's leading and trailing special tokens and drops
+  text tokens from the end, as the reference tokenizers do for one text.
+  """
+  leading, trailing = template
+  room = max_length - leading - trailing
+  ids, type_ids, owner = [], [], []
+  for index, encoding in enumerate(encodings):
+    tokens = np.asarray(encoding.ids, np.int32)
+    types = np.asarray(encoding.type_ids, np.int32)
+    if len(tokens) <= max_length:
+      ids.append(tokens)
+      type_ids.append(types)
+      owner.append(index)
+      continue
+    body = len(tokens) - leading - trailing
+    for start in window_starts(body, room) if chunk else [0]:
+      keep = np.r_[0:leading, leading + start:leading + min(start + room, body), len(tokens) - trailing:len(tokens)]
+      ids.append(tokens[keep])
+      type_ids.append(types[keep])
+      owner.append(index)
+  return Windows(ids, type_ids, np.asarray(owner, np.int64))
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int, chunk: bool) -> Windows:
+  """All texts in one call to the (parallel, Rust) backend, then truncated or windowed."""
+  backend = tokenizer.backend
+  # encode_batch_fast skips character offsets, which embedding does not need.
+  encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+  return make_windows(encode(list(texts), add_special_tokens=True), template_split(backend), max_length, chunk)
+
+
+# -- batches ----------------------------------------------------------------------
+
+
+def bucket_length(length: int, max_length: int) -> int:
+  """The padded length of a sequence: multiples of 16 up to 128, of 32 up to 256, then of 64; <= max_length."""
+  step = 16 if length <= 128 else 32 if length <= 256 else 64
+  return min(-(-length // step) * step, max_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  rows: np.ndarray   # int [n <= shape[0]]: window indices, in batch order
+  shape: tuple[int, int]  # (batch rows, length) the batch is padded to
+
+
+def plan_batches(lengths: np.ndarray, max_length: int, batch_size: int) -> list[Batch]:
+  """Windows sorted by length (longest first) into batches of one static shape per length bucket.
+
+  A bucket with fewer windows than a batch gets a smaller (power-of-two) batch
+  instead of a mostly padded one; that keeps one shape per bucket.
+  """
+  order = np.argsort(-lengths, kind="stable")
+  buckets = np.array([bucket_length(int(n), max_length) for n in lengths[order]], np.int64)
+  batches = []
+  for length in np.unique(buckets)[::-1]:
+    members = order[buckets == length]
+    rows = max(1, min(batch_size, TOKENS_PER_BATCH // int(length)))
+    rows = min(rows, 1 << (len(members) - 1).bit_length())
+    batches += [Batch(members[i:i + rows], (rows, int(length))) for i in range(0, len(members), rows)]
+  return batches
+
+
+def pack(windows: Windows, batch: Batch, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """input_ids, attention_mask, token_type_ids: int32 [rows, length], right-padded."""
+  ids = np.full(batch.shape, pad_id, np.int32)
+  mask = np.zeros(batch.shape, np.int32)
+  types = np.zeros(batch.shape, np.int32)
+  for row, window in enumerate(batch.rows):
+    n = len(windows.ids[window])
+    ids[row, :n] = windows.ids[window]
+    types[row, :n] = windows.type_ids[window]
+    mask[row, :n] = 1
+  return ids, mask, types
+
+
+# -- compute ----------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("model", "pooling", "normalize"))
+def embed_batch(params, input_ids, attention_mask, token_type_ids, *, model, pooling: str, normalize: bool):
+  """Encoder, pooling and normalization in one program: int32 [b, l] x3 -> float32 [b, H]."""
+  hidden = model.apply({"params": params}, input_ids, attention_mask=attention_mask,
+                       token_type_ids=token_type_ids).last_hidden_state
+  pooled = POOLING[pooling](hidden, attention_mask)
+  return l2_normalize(pooled) if normalize else pooled
+
+
+class Progress:
+  """"embedded 3,200/7,960 texts (410/s, ETA 12s)" on stderr, rewritten in place."""
+
+  def __init__(self, total: int, owner: np.ndarray, enabled: bool):
+    self.total, self.enabled, self.done = total, enabled, 0
+    self.pending = np.bincount(owner, minlength=total) if enabled else None
+    self.start = self.last = time.perf_counter()
+
+  def update(self, windows: np.ndarray) -> None:
+    if not self.enabled:
+      return
+    # A text is done when its last window is; several windows of a text may share a batch.
+    np.subtract.at(self.pending, windows, 1)
+    self.done += int(np.count_nonzero(self.pending[np.unique(windows)] == 0))
+    now = time.perf_counter()
+    if now - self.last > 0.5 or self.done == self.total:
+      self.last = now
+      rate = self.done / max(now - self.start, 1e-9)
+      eta = (self.total - self.done) / rate if rate else float("inf")
+      sys.stderr.write(f"\rembedded {self.done:,}/{self.total:,} texts ({rate:,.0f}/s, ETA {eta:.0f}s)   ")
+      sys.stderr.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      sys.stderr.write("\n")
+
+
+def run_batches(model, params, windows: Windows, batches: list[Batch], pad_id: int, pooling: str,
+                normalize: bool, progress: Progress) -> np.ndarray:
+  """float32 [windows, H]: every batch through `embed_batch`.
+
+  Each shape is compiled in a thread pool as soon as the plan is known, so
+  compilation overlaps with running the buckets before it. Results are
+  fetched one batch late, keeping the device busy while the host packs.
+  """
+  shapes = list(dict.fromkeys(b.shape for b in batches))
+
+  def compile_shape(shape):
+    spec = jax.ShapeDtypeStruct(shape, jnp.int32)
+    return embed_batch.lower(params, spec, spec, spec, model=model, pooling=pooling, normalize=normalize).compile()
+
+  out = np.zeros((len(windows.ids), model.config.hidden_size), np.float32)
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(len(shapes), os.cpu_count() or 1))) as pool:
+    programs = {shape: pool.submit(compile_shape, shape) for shape in shapes}
+    in_flight = None
+    for batch in batches:
+      result = programs[batch.shape].result()(params, *pack(windows, batch, pad_id))
+      if in_flight is not None:
+        _store(out, *in_flight, progress)
+      in_flight = (batch, result)
+    if in_flight is not None:
+      _store(out, *in_flight, progress)
+  return out
+
+
+def _store(out: np.ndarray, batch: Batch, result: jax.Array, progress: Progress) -> None:
+  out[batch.rows] = np.asarray(result)[:len(batch.rows)]
+  progress.update(batch.rows)
+
+
+def merge_windows(vectors: np.ndarray, windows: Windows, num_texts: int, pooling: str) -> np.ndarray:
+  """[windows, H] -> [texts, H]; a text with one window keeps its vector bit for bit.
+
+  mean / cls: mean of the window vectors weighted by each window's real tokens
+  (for mean pooling that is the exact mean over all window tokens); max: maximum.
+  """
+  counts = np.bincount(windows.owner, minlength=num_texts)
+  out = np.zeros((num_texts, vectors.shape[1]), np.float32)
+  single = counts[windows.owner] == 1
+  out[windows.owner[single]] = vectors[single]
+  multi = ~single
+  owner = windows.owner[multi]
+  if pooling == "max":
+    out[np.unique(owner)] = -np.inf
+    np.maximum.at(out, owner, vectors[multi])
+    return out
+  weights = windows.lengths[multi].astype(np.float64)
+  totals = np.zeros((num_texts, vectors.shape[1]))
+  np.add.at(totals, owner, vectors[multi] * weights[:, None])
+  texts = np.unique(owner)
+  out[texts] = totals[texts] / np.bincount(owner, weights, minlength=num_texts)[texts, None]
+  return out
+
+
+def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+  """As heads.l2_normalize, on the host (after windows are merged)."""
+  return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)).astype(np.float32)
+
+
+# -- public API -------------------------------------------------------------------
+
+
+def load(path: str, dtype: str | None = None):
+  """(model, params, tokenizer) of a model folder, the tokenizer checked against the vocabulary."""
+  from bert_jax.data.tokenizers import check_fits, load_tokenizer
+  from bert_jax.pretrained import from_pretrained
+  tokenizer = load_tokenizer(path)
+  model, params = from_pretrained(path, **({"dtype": dtype} if dtype else {}))
+  check_fits(tokenizer, model.config.vocab_size)
+  return model, params, tokenizer
+
+
+def embed_texts(model, texts: Sequence[str], *, pooling: str | None = None, normalize: bool | None = None,
+                max_length: int | None = None, long_inputs: str = "truncate",
+                batch_size: int = DEFAULT_BATCH_SIZE, dtype: str | None = None,
+                progress: bool = False) -> np.ndarray:
+  """Embeds texts -> float32 [len(texts), hidden], row i for texts[i].
+
+  model: a model folder (its sentence-transformers settings become the
+    defaults, see the module docstring) or a (model, params, tokenizer) tuple
+    (defaults: mean pooling, no normalization, max_length min(512, positions)).
+  pooling / normalize / max_length: None = the default above.
+  long_inputs: "truncate" or "chunk" (see the module docstring).
+  dtype: compute dtype override ("bfloat16") when model is a folder.
+  progress: a progress line on stderr.
+  """
+  if isinstance(model, (str, os.PathLike)):
+    path = os.fspath(model)
+    model, params, tokenizer = load(path, dtype)
+    defaults = folder_defaults(path, model.config.max_length)
+  else:
+    model, params, tokenizer = model
+    defaults = folder_defaults("", model.config.max_length)
+  settings = resolve_settings(defaults, model.config.max_length, pooling=pooling, normalize=normalize,
+                              max_length=max_length, long_inputs=long_inputs)
+  return _embed(model, params, tokenizer, list(texts), settings, batch_size, progress)
+
+
+def _embed(model, params, tokenizer, texts: list[str], settings: Settings, batch_size: int,
+           progress: bool) -> np.ndarray:
+  for i, text in enumerate(texts):
+    if not isinstance(text, str):
+      raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
+  if batch_size < 1:
+    raise EmbedError(f"batch_size={batch_size}: must be >= 1")
+  if not texts:
+    return np.zeros((0, model.config.hidden_size), np.float32)
+  windows = tokenize(tokenizer, texts, settings.max_length, settings.long_inputs == "chunk")
+  merged = len(windows.ids) > len(texts)
+  pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else model.config.pad_token_id
+  batches = plan_batches(windows.lengths, settings.max_length, batch_size)
+  meter = Progress(len(texts), windows.owner, progress)
+  # Windows are normalized after merging, so the program normalizes only when nothing merges.
+  vectors = run_batches(model, params, windows, batches, pad_id, settings.pooling,
+                        settings.normalize and not merged, meter)
+  meter.close()
+  if not merged:
+    return vectors
+  vectors = merge_windows(vectors, windows, len(texts), settings.pooling)
+  return normalize_rows(vectors) if settings.normalize else vectors
+
+
+# -- output and CLI ---------------------------------------------------------------
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+  """np.save to a temporary file beside `path`, renamed over it only when complete."""
+  folder = os.path.dirname(os.path.abspath(path))
+  handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    with os.fdopen(handle, "wb") as f:
+      np.save(f, array)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def enable_compilation_cache() -> None:
+  """Persistent XLA cache so a repeat run loads its programs instead of compiling them."""
+  if jax.config.jax_compilation_cache_dir is None:  # JAX_COMPILATION_CACHE_DIR wins
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(CACHE_DIR))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m bert_jax.embed", description=__doc__.split("\n")[0])
+  parser.add_argument("--model", required=True, help="Hugging Face or bert_jax model folder")
+  parser.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
+  parser.add_argument("--output", required=True, help=".npy file to write: float32 [lines, hidden]")
+  parser.add_argument("--pooling", choices=POOLINGS, default=None, help="default: the folder's, else mean")
+  parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                      help="L2-normalize rows (default: on if modules.json has Normalize)")
+  parser.add_argument("--max_length", type=int, default=None,
+                      help="tokens per sequence (default: max_seq_length, else min(512, position table))")
+  parser.add_argument("--long_inputs", choices=LONG_INPUTS, default="truncate")
+  parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per batch (at most)")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
+  parser.add_argument("--allow_empty_lines", action="store_true", help="embed empty lines as empty strings")
+  parser.add_argument("--compilation_cache", action=argparse.BooleanOptionalAction, default=True,
+                      help=f"keep compiled programs in {CACHE_DIR}")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  args = _parser().parse_args(argv)
+  try:
+    run(args)
+  except (EmbedError, FileNotFoundError, ValueError, KeyError) as e:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    raise SystemExit(f"bert_jax.embed: error: {message}") from e
+
+
+def run(args: argparse.Namespace) -> None:
+  """Checks everything that can be checked before the model is loaded, then embeds and writes."""
+  if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+    raise EmbedError(f"--output {args.output}: folder {os.path.dirname(os.path.abspath(args.output))} does not exist")
+  if not os.path.isdir(args.model):
+    raise EmbedError(f"--model {args.model}: not a folder")
+  texts = read_lines(args.input, args.allow_empty_lines)
+  if args.compilation_cache:
+    enable_compilation_cache()
+  model, params, tokenizer = load(args.model, args.dtype)
+  settings = resolve_settings(folder_defaults(args.model, model.config.max_length), model.config.max_length,
+                              pooling=args.pooling, normalize=args.normalize, max_length=args.max_length,
+                              long_inputs=args.long_inputs)
+  show = len(texts) > PROGRESS_MIN_TEXTS or sys.stderr.isatty()
+  vectors = _embed(model, params, tokenizer, texts, settings, args.batch_size, show)
+  save_npy(args.output, vectors)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
