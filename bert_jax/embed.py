@@ -100,14 +100,17 @@ def _pooling_from_config(path: str) -> str:
   return modes[0]
 
 
-def folder_defaults(path: str, model_max_length: int) -> dict[str, Any]:
+def folder_defaults(path: str | None, model_max_length: int) -> dict[str, Any]:
   """pooling / normalize / max_length that a sentence-transformers folder asks for (see the module docstring).
 
+  path: the model folder, or None for the plain defaults.
   model_max_length: the position table's limit (-1 = none).
   """
   defaults: dict[str, Any] = {"pooling": "mean", "normalize": False,
                               "max_length": DEFAULT_MAX_LENGTH if model_max_length < 0
                               else min(DEFAULT_MAX_LENGTH, model_max_length)}
+  if path is None:
+    return defaults
   modules_file = os.path.join(path, "modules.json")
   modules = _read_json(modules_file) if os.path.isfile(modules_file) else []
   for module in modules:
@@ -308,16 +311,18 @@ class Progress:
   """"embedded 3,200/7,960 texts (410/s, ETA 12s)" on stderr, rewritten in place."""
 
   def __init__(self, total: int, owner: np.ndarray, enabled: bool):
-    self.total, self.enabled, self.done = total, enabled, 0
+    self.total, self.owner, self.enabled, self.done = total, owner, enabled, 0
     self.pending = np.bincount(owner, minlength=total) if enabled else None
     self.start = self.last = time.perf_counter()
 
   def update(self, windows: np.ndarray) -> None:
+    """windows: int [n], the windows just finished."""
     if not self.enabled:
       return
     # A text is done when its last window is; several windows of a text may share a batch.
-    np.subtract.at(self.pending, windows, 1)
-    self.done += int(np.count_nonzero(self.pending[np.unique(windows)] == 0))
+    texts = self.owner[windows]
+    np.subtract.at(self.pending, texts, 1)
+    self.done += int(np.count_nonzero(self.pending[np.unique(texts)] == 0))
     now = time.perf_counter()
     if now - self.last > 0.5 or self.done == self.total:
       self.last = now
@@ -426,7 +431,7 @@ def embed_texts(model, texts: Sequence[str], *, pooling: str | None = None, norm
     defaults = folder_defaults(path, model.config.max_length)
   else:
     model, params, tokenizer = model
-    defaults = folder_defaults("", model.config.max_length)
+    defaults = folder_defaults(None, model.config.max_length)
   settings = resolve_settings(defaults, model.config.max_length, pooling=pooling, normalize=normalize,
                               max_length=max_length, long_inputs=long_inputs)
   return _embed(model, params, tokenizer, list(texts), settings, batch_size, progress)

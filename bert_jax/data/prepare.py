@@ -192,7 +192,8 @@ def _groups(documents: Iterator[tuple[int, corpus_lib.Lines]], shard_bytes: int)
   yield from (g for g in (pending, group) if g)
 
 
-def _write_shard(path: str, examples: Iterator[examples_lib.Example], fmt: records.RecordFormat) -> int:
+def _write_shard(path: str, examples: Iterator[examples_lib.Example], fmt: records.RecordFormat) -> tuple[str, int]:
+  """Writes the examples to a temporary file next to path; returns (that file, number of examples)."""
   temporary = f"{path}.tmp-{os.getpid()}"
   writer = ArrayRecordWriter(temporary, "group_size:1,uncompressed")  # group_size 1: fast random reads
   count = 0
@@ -202,8 +203,7 @@ def _write_shard(path: str, examples: Iterator[examples_lib.Example], fmt: recor
       count += 1
   finally:
     writer.close()
-  os.replace(temporary, path)
-  return count
+  return temporary, count
 
 
 def prepare(
@@ -270,22 +270,26 @@ def _build(directory, source, fingerprint, settings, template, tokenizer, fmt, *
   for number, group in enumerate(_groups(documents, shard_bytes)):
     file = f"shard-{number:05d}.array_record"
     path = os.path.join(directory, file)
-    stats = _read_json(path[: -len(".array_record")] + ".json")
+    stats_path = path[: -len(".array_record")] + ".json"
+    stats = _read_json(stats_path)
     if stats is None or not os.path.exists(path):
       documents_ids, tokens = _tokenize(tokenizer, group)
       seed_text = f"{settings.seed}/{fingerprint['split']}/{index}/{number}"
       rng = random.Random(int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little"))
       try:
-        examples = _examples(documents_ids, template, settings, rng)
-        stats = {"documents": len(documents_ids), "tokens": tokens}
-        temporary_count = _write_shard(path + ".pending", examples, fmt)
+        temporary, written = _write_shard(path, _examples(documents_ids, template, settings, rng), fmt)
       except ValueError as e:
         raise ValueError(f"{source.what}={source.spec!r}, {name}, shard {number}: {e}") from e
-      stats["examples"] = temporary_count
-      _write_json(path[: -len(".array_record")] + ".json", stats)
-      os.replace(path + ".pending", path)
-    elif ArrayRecordReader(path).num_records() != stats["examples"]:
-      raise ValueError(f"{path} holds a different number of examples than its .json says; delete both")
+      stats = {"documents": len(documents_ids), "tokens": tokens, "examples": written}
+      # Counts first, shard last: a shard under its final name is always complete.
+      _write_json(stats_path, stats)
+      os.replace(temporary, path)
+    else:
+      reader = ArrayRecordReader(path)
+      found = reader.num_records()
+      reader.close()
+      if found != stats["examples"]:
+        raise ValueError(f"{path} holds {found} examples but {stats_path} says {stats['examples']}; delete both")
     shards.append({"file": file, **stats})
     progress.update(stats["documents"], stats["tokens"], stats["examples"])
   progress.update(0, 0, 0, force=True)

@@ -72,10 +72,12 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool = True,
-               relative: dict | None = None) -> jax.Array:
-    """x [b, l, hidden] -> context [b, l, heads, head_dim]."""
+               relative: dict | None = None, query: jax.Array | None = None) -> jax.Array:
+    """x [b, l, hidden] (keys, values; queries unless `query` is given) -> context [b, l, heads, head_dim]."""
     cfg = self.config
-    q, k, v = (constrain(proj(x), HEAD_ACTIVATION) for proj in qkv_dense(cfg, self.dtype))
+    query_proj, key_proj, value_proj = qkv_dense(cfg, self.dtype)
+    q = constrain(query_proj(x if query is None else query), HEAD_ACTIVATION)
+    k, v = constrain(key_proj(x), HEAD_ACTIVATION), constrain(value_proj(x), HEAD_ACTIVATION)
     dropout = nn.Dropout(cfg.attention_dropout_rate) if cfg.attention_dropout_rate else None
     return attend(q, k, v, mask, scale=cfg.dim_per_head ** -0.5, dropout=dropout,
                   deterministic=deterministic, impl=cfg.attention_impl)

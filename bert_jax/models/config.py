@@ -63,6 +63,8 @@ class ModelConfig:
   conv_kernel_size: int = 0                 # > 0: DeBERTa-v2 convolution after the first layer
   conv_groups: int = 1                      # groups of that convolution
   conv_act: str = "tanh"                    # activation of that convolution
+  emd_layers: int = 0                       # DeBERTa enhanced mask decoder: re-apply the last layer n times
+                                            # with absolute positions in the query (MLM heads only; 0 = off)
 
   # Heads.
   pooler: Literal["tanh", "none"] = "tanh"  # BERT/RoBERTa/ALBERT pooler on the first token
@@ -89,6 +91,9 @@ class ModelConfig:
       raise ValueError("num_hidden_groups / inner_group_num need share_layers='all'")
     if self.num_hidden_groups < 1 or self.num_hidden_groups > self.num_layers:
       raise ValueError(f"num_hidden_groups {self.num_hidden_groups} must be in [1, num_layers={self.num_layers}]")
+    if self.emd_layers and (self.scan_layers or self.position_ids != "none" or self.share_layers != "none"):
+      raise ValueError("emd_layers needs scan_layers=False, position_ids='none' (the decoder adds the absolute "
+                       "positions the encoder never saw) and share_layers='none'")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
 

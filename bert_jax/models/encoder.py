@@ -37,14 +37,14 @@ class AttentionBlock(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, mask, relative=None):
+  def __call__(self, x, mask, relative=None, query=None):
     cfg = self.config
     context = ATTENTION_CLASSES[cfg.attention_type](cfg, self.dtype, name="self")(
-        x, mask, deterministic=self.deterministic, relative=relative)
+        x, mask, deterministic=self.deterministic, relative=relative, query=query)
     out = Dense((cfg.hidden_size,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype, name="output")(context)
     out = checkpoint_name(out, "attention_out")
     out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
-    return LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")(x + out)
+    return LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")((x if query is None else query) + out)
 
 
 class FeedForward(nn.Module):
@@ -74,10 +74,10 @@ class Layer(nn.Module):
   mlp: nn.Module | None = None
 
   @nn.compact
-  def __call__(self, x, mask, relative=None):
+  def __call__(self, x, mask, relative=None, query=None):
     attention = self.attention or AttentionBlock(self.config, self.dtype, self.deterministic, name="attention")
     mlp = self.mlp or FeedForward(self.config, self.dtype, self.deterministic, name="mlp")
-    x = mlp(attention(x, mask, relative))
+    x = mlp(attention(x, mask, relative, query))
     return constrain(x, ("batch", "length", "act_embed"))
 
 
@@ -124,7 +124,12 @@ class Encoder(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, mask, input_mask, *, output_hidden_states: bool = False):
+  def __call__(self, x, mask, input_mask, *, output_hidden_states: bool = False,
+               emd_positions: jax.Array | None = None):
+    """-> (hidden [b, l, H], all states [layers + 1, b, l, H] or None, decoder output [b, l, H] or None).
+
+    emd_positions [1 | b, l, H]: also run the enhanced mask decoder (DeBERTa pretraining).
+    """
     cfg = self.config
     relative = None
     if cfg.attention_type == "disentangled" and cfg.relative_attention:
@@ -138,7 +143,7 @@ class Encoder(nn.Module):
       layer_cls = nn.remat(Layer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
     make = lambda name, **kw: layer_cls(cfg, self.dtype, self.deterministic, name=name, **kw)
 
-    states = [x]
+    states, decoded = [x], None
     if cfg.share_layers == "all":
       x, states = self._albert_groups(x, mask, relative, make, states)
     elif cfg.scan_layers:
@@ -153,12 +158,23 @@ class Encoder(nn.Module):
         shared["mlp"] = FeedForward(cfg, self.dtype, self.deterministic, name="shared_mlp")
       conv = ConvLayer(cfg, self.dtype, self.deterministic, name="conv") if cfg.conv_kernel_size else None
       for i in range(cfg.num_layers):
-        y = make(f"layer_{i}", **shared)(x, mask, relative)
+        layer = make(f"layer_{i}", **shared)
+        y = layer(x, mask, relative)
         if i == 0 and conv is not None:
           y = conv(x, y, input_mask)
         x = y
         states.append(x)
-    return x, (jnp.stack(states) if output_hidden_states else None)
+      if emd_positions is not None:
+        decoded = self._enhanced_mask_decoder(layer, states[-2], emd_positions, mask, relative)
+    return x, (jnp.stack(states) if output_hidden_states else None), decoded
+
+  def _enhanced_mask_decoder(self, last_layer, hidden, positions, mask, relative):
+    """DeBERTa's EMD: the last layer again, `emd_layers` times, keys/values from the layer below it and
+    queries that start from absolute position embeddings plus those hidden states."""
+    query = positions + hidden
+    for _ in range(self.config.emd_layers):
+      query = last_layer(hidden, mask, relative, query)
+    return query
 
   def _albert_groups(self, x, mask, relative, make, states):
     """ALBERT: step i runs group int(i / (num_layers / groups)), each group `inner_group_num` layers."""

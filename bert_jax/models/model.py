@@ -19,6 +19,7 @@ from bert_jax.models.config import ModelConfig
 from bert_jax.models.embeddings import Embeddings
 from bert_jax.models.encoder import Encoder
 from bert_jax.models.heads import Classifier, MLMHead, Pooler, gather_positions
+from bert_jax.models.layers import Embed
 
 HEADS = (None, "mlm", "pretraining", "classification", "token_classification", "qa")
 
@@ -70,6 +71,9 @@ class EncoderModel(nn.Module):
       self.pooler = Pooler(cfg, dtype)
     if self.head in ("mlm", "pretraining"):
       self.mlm = MLMHead(cfg, dtype)
+      if cfg.emd_layers:
+        self.emd_position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, ("position", "embed"),
+                                             dtype=dtype)
     if self.head == "pretraining":
       self.pair_classifier = Classifier(2, cfg.dropout_rate, dtype)
     elif self.head in ("classification", "token_classification"):
@@ -94,7 +98,15 @@ class EncoderModel(nn.Module):
       attention_mask = attention_mask * (segment_ids > 0)
     mask = attention_mask_4d(attention_mask, segment_ids, self.config.mask_padded_queries)
     x = self.embeddings(input_ids, token_type_ids, position_ids, attention_mask, deterministic=self.deterministic)
-    x, states = self.encoder(x, mask, attention_mask, output_hidden_states=output_hidden_states)
+    emd = None
+    if self.head in ("mlm", "pretraining") and self.config.emd_layers:
+      length = input_ids.shape[1]
+      if length > self.config.max_position_embeddings:
+        raise ValueError(f"sequence length {length} exceeds the decoder's position table "
+                         f"({self.config.max_position_embeddings})")
+      emd = self.emd_position_embeddings(jnp.arange(length)[None])
+    x, states, decoded = self.encoder(x, mask, attention_mask, output_hidden_states=output_hidden_states,
+                                      emd_positions=emd)
     out: dict[str, Any] = {"last_hidden_state": x.astype(jnp.float32)}
     if states is not None:
       out["hidden_states"] = states.astype(jnp.float32)
@@ -102,7 +114,8 @@ class EncoderModel(nn.Module):
     if pooled is not None:
       out["pooler_output"] = pooled.astype(jnp.float32)
     if self.head in ("mlm", "pretraining"):
-      tokens = x if masked_positions is None else gather_positions(x, masked_positions)
+      mlm_input = x if decoded is None else decoded
+      tokens = mlm_input if masked_positions is None else gather_positions(mlm_input, masked_positions)
       out["logits"] = self.mlm(tokens, self.embeddings)
     if self.head == "pretraining":
       out["pair_logits"] = self.pair_classifier(pooled, deterministic=self.deterministic)

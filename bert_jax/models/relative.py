@@ -71,18 +71,22 @@ class DisentangledSelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool = True,
-               relative: dict | None = None) -> jax.Array:
-    """x [b, l, hidden]; relative["embeddings"] [2 span, hidden] -> context [b, l, heads, head_dim]."""
+               relative: dict | None = None, query: jax.Array | None = None) -> jax.Array:
+    """x [b, l, hidden]; relative["embeddings"] [2 span, hidden] -> context [b, l, heads, head_dim].
+
+    query [b, l, hidden] replaces x as the source of queries (the enhanced mask decoder).
+    """
     cfg = self.config
-    query, key, value = qkv_dense(cfg, self.dtype)
-    q, k, v = (constrain(proj(x), HEAD_ACTIVATION) for proj in (query, key, value))
+    query_proj, key, value = qkv_dense(cfg, self.dtype)
+    q = constrain(query_proj(x if query is None else query), HEAD_ACTIVATION)
+    k, v = constrain(key(x), HEAD_ACTIVATION), constrain(value(x), HEAD_ACTIVATION)
     scale = (cfg.dim_per_head * (1 + len(cfg.pos_att_type))) ** -0.5
 
     bias = None
     if cfg.relative_attention and cfg.pos_att_type:
       if relative is None:
         raise ValueError("disentangled attention needs the relative embeddings")
-      bias = self.relative_scores(q, k, relative["embeddings"], query, key, deterministic) * scale
+      bias = self.relative_scores(q, k, relative["embeddings"], query_proj, key, deterministic) * scale
 
     dropout = nn.Dropout(cfg.attention_dropout_rate) if cfg.attention_dropout_rate else None
     if not cfg.talking_head:
