@@ -104,6 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.rtd = ml_collections.ConfigDict()
   c.rtd.generator_scale = 0.5     # generator width and heads relative to the discriminator (ELECTRA: 1/4..1/2)
+  c.rtd.generator_depth_scale = 1.0  # generator layers relative to the discriminator (DeBERTa-v3: 0.5, width 1)
   c.rtd.discriminator_weight = 50.0  # lambda in L = L_mlm + lambda L_rtd
   c.rtd.embedding_sharing = "gdes"  # gdes (DeBERTa-v3) | shared (ELECTRA) | none
   return c

@@ -28,9 +28,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bert_jax import checkpointing, config_lib, hardware, metrics as metrics_lib, optim, sharding, steps
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
-from bert_jax.models.model import EncoderModel
 
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")
+OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "rtd")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -61,8 +60,13 @@ def validate(config: ml_collections.ConfigDict, cfg: ModelConfig, mesh) -> None:
     raise ValueError(f"config.nonfinite={config.nonfinite!r}: expected 'stop' or 'skip'")
 
 
-def head_for(objective: str) -> str:
-  return "pretraining" if objective in ("mlm_nsp", "mlm_sop") else "mlm"
+def make_objective(config: ml_collections.ConfigDict, cfg: ModelConfig):
+  """The objective named by config.objective (see bert_jax.tasks)."""
+  if config.objective == "rtd":
+    from bert_jax.tasks.rtd import RTDObjective
+    return RTDObjective(cfg, config.rtd)
+  from bert_jax.tasks.mlm import MLMObjective
+  return MLMObjective(cfg, with_pair=config.objective != "mlm")
 
 
 def dummy_inputs(config) -> jax.ShapeDtypeStruct:
@@ -78,7 +82,7 @@ def state_shardings(abstract_state: steps.TrainState, param_shardings, tx, mesh)
                           rng=replicated, skipped=replicated)
 
 
-def load_init_from(path: str, cfg: ModelConfig, head: str, params: dict, param_shardings) -> dict:
+def load_init_from(path: str, cfg: ModelConfig, params: dict, param_shardings) -> dict:
   """Overwrites `params` with a pretrained checkpoint's (bert_jax or HF folder); reports what stays fresh."""
   from bert_jax.pretrained import from_pretrained
   try:
@@ -133,25 +137,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rules = sharding.rules_from_config(config.sharding_rules)
   mesh = sharding.make_mesh(config.mesh.to_dict())
   validate(config, cfg, mesh)
-  head, with_pair = head_for(config.objective), config.objective != "mlm"
   tokenizer = load_tokenizer(config.data.tokenizer)
   check_fits(tokenizer, cfg.vocab_size)
-  model = EncoderModel(cfg, head=head, deterministic=False)
-  eval_model = EncoderModel(cfg, head=head, deterministic=True)
+  objective = make_objective(config, cfg)
   total_steps = int(config.total_steps)
 
   # Shapes first, then shardings, then the real arrays straight into their shards.
   ids = dummy_inputs(config)
   init_rngs = {"params": jax.random.key(0), "dropout": jax.random.key(0)}
-  boxed = jax.eval_shape(functools.partial(model.init, init_rngs), ids)["params"]
+  boxed = jax.eval_shape(functools.partial(objective.init, init_rngs), ids)
   param_shardings = sharding.named_shardings(boxed, mesh, rules, log=logging.info)
   abstract_params = nn.meta.unbox(boxed)
   tx, schedule = optim.make_optimizer(config.optimizer, max(total_steps, 1), abstract_params, cfg.num_layers)
 
   def init_state(seed_key):
     params_key, train_key = jax.random.split(seed_key)
-    variables = model.init({"params": params_key, "dropout": params_key}, jnp.zeros(ids.shape, ids.dtype))
-    params = nn.meta.unbox(variables["params"])
+    params = nn.meta.unbox(objective.init({"params": params_key, "dropout": params_key},
+                                          jnp.zeros(ids.shape, ids.dtype)))
     return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                             rng=jax.random.key_data(train_key), skipped=jnp.zeros((), jnp.int32))
 
@@ -173,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start_step = 0
     state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(config.seed))
     if config.init_from:
-      state = state.replace(params=load_init_from(config.init_from, cfg, head, state.params, param_shardings))
+      state = state.replace(params=load_init_from(config.init_from, cfg, state.params, param_shardings))
     writer.write(0, {"model/params": count_backbone_params(cfg),
                      "model/params_with_head": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))})
     logging.info("initialised %s (%d backbone parameters) on mesh %s", cfg.family, count_backbone_params(cfg),
@@ -187,11 +189,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
   train_step = jax.jit(
-      functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule,
-                        accum_steps=int(config.optimizer.grad_accum_steps), with_pair=with_pair),
+      functools.partial(steps.train_step, objective=objective, tx=tx, schedule=schedule,
+                        accum_steps=int(config.optimizer.grad_accum_steps)),
       in_shardings=(shardings, batch_sharding), out_shardings=(shardings, NamedSharding(mesh, P())),
       donate_argnums=(0,))
-  eval_step = jax.jit(functools.partial(steps.eval_step, model=eval_model, with_pair=with_pair),
+  eval_step = jax.jit(functools.partial(steps.eval_step, objective=objective),
                       in_shardings=(param_shardings, batch_sharding))
 
   def global_batch(local: dict) -> dict:
@@ -211,8 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         totals[k] = totals.get(k, 0.0) + float(v)
     if not totals:
       raise ValueError("the validation split produced no batch; lower config.batch_size or add validation data")
-    means = {k: float(v) for k, v in steps.summarize(totals).items()}
-    result = {"eval/loss": means["mlm_loss"] + means.get("pair_loss", 0.0)}
+    means = {k: float(v) for k, v in objective.summarize(totals).items()}
+    result = {"eval/loss": float(objective.loss(totals, totals))}
     result.update({f"eval/{k}": v for k, v in means.items()})
     return result
 

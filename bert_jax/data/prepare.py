@@ -47,12 +47,12 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import examples as examples_lib
 from bert_jax.data import records
+from bert_jax.data.pretraining_config import DEFAULTS, OBJECTIVES, data_config, resolve
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SHARD_BYTES = 16 << 20  # text per shard: bounds memory while building examples
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")
 _ENCODE_CHUNK = 8192  # lines per encode_batch call: parallel in Rust, yet regular progress
 _PROGRESS_EVERY_S = 5.0
 
@@ -174,20 +174,20 @@ def _read_json(path: str) -> dict | None:
 
 
 def _groups(documents: Iterator[tuple[int, corpus_lib.Lines]], shard_bytes: int) -> Iterator[list[corpus_lib.Lines]]:
-  """Documents in groups of about shard_bytes of text; a small last group joins the one before.
+  """Documents in groups of about shard_bytes of text and at least 2 documents.
 
   NSP draws random segments from the other documents of the same group, so a
-  group of one document would not do.
+  group of one document would not do; a small last group joins the one before.
   """
   pending, group, size = None, [], 0
   for _, lines in documents:
     group.append(lines)
     size += sum(map(len, lines))
-    if size >= shard_bytes:
+    if size >= shard_bytes and len(group) >= 2:
       if pending is not None:
         yield pending
       pending, group, size = group, [], 0
-  if pending is not None and group and size < shard_bytes // 2:
+  if pending is not None and group and (size < shard_bytes // 2 or len(group) < 2):
     pending, group = pending + group, []
   yield from (g for g in (pending, group) if g)
 
@@ -217,6 +217,7 @@ def prepare(
   split "validation" reads data.validation, or those held-out documents; every
   process prepares all of it.
   """
+  data_config = resolve(data_config)
   settings = ExampleSettings.create(objective, data_config, seed)
   if split == "train":
     spec, what = data_config.train, "data.train"
@@ -250,7 +251,9 @@ def prepare(
                                     f"-p{process_index}of{process_count}")
   manifest_path = os.path.join(directory, "manifest.json")
   manifest = _read_json(manifest_path)
-  if manifest is None or manifest.get("fingerprint") != fingerprint:
+  complete = (manifest is not None and manifest.get("fingerprint") == fingerprint
+              and all(os.path.exists(os.path.join(directory, s["file"])) for s in manifest["shards"]))
+  if not complete:
     manifest = _build(directory, source, fingerprint, settings, template, tokenizer, fmt,
                       holdout=holdout, role=role, index=index, count=count, shard_bytes=shard_bytes,
                       name=f"{split} (process {process_index}/{process_count})")
@@ -304,21 +307,18 @@ def _build(directory, source, fingerprint, settings, template, tokenizer, fmt, *
 
 
 def _parser() -> argparse.ArgumentParser:
-  from bert_jax.data import pretraining_data  # pylint: disable=g-import-not-at-top  (avoids an import cycle)
-
-  defaults = pretraining_data.DEFAULTS
   parser = argparse.ArgumentParser(prog="python -m bert_jax.data.prepare", description=__doc__.split("\n")[0])
   parser.add_argument("--train", default=None, help="text globs (comma-separated) or tfds:<name>; default: bundled corpus")
   parser.add_argument("--validation", default="", help="same syntax; empty: hold out the last documents of --train")
   parser.add_argument("--tokenizer", required=True, help="tokenizer folder")
   parser.add_argument("--out", required=True, help="output folder (use it as data.cache_dir)")
   parser.add_argument("--objective", default="mlm", choices=OBJECTIVES)
-  parser.add_argument("--max_length", type=int, default=defaults["max_length"])
-  parser.add_argument("--short_seq_prob", type=float, default=defaults["short_seq_prob"])
-  parser.add_argument("--nsp_random_prob", type=float, default=defaults["nsp_random_prob"])
-  parser.add_argument("--packing", action=argparse.BooleanOptionalAction, default=defaults["packing"])
-  parser.add_argument("--validation_documents", type=int, default=defaults["validation_documents"])
-  parser.add_argument("--text_key", default=defaults["text_key"])
+  parser.add_argument("--max_length", type=int, default=DEFAULTS["max_length"])
+  parser.add_argument("--short_seq_prob", type=float, default=DEFAULTS["short_seq_prob"])
+  parser.add_argument("--nsp_random_prob", type=float, default=DEFAULTS["nsp_random_prob"])
+  parser.add_argument("--packing", action=argparse.BooleanOptionalAction, default=DEFAULTS["packing"])
+  parser.add_argument("--validation_documents", type=int, default=DEFAULTS["validation_documents"])
+  parser.add_argument("--text_key", default=DEFAULTS["text_key"])
   parser.add_argument("--seed", type=int, default=0, help="the training run's seed (examples depend on it)")
   parser.add_argument("--process_index", type=int, default=0)
   parser.add_argument("--process_count", type=int, default=1)
@@ -326,7 +326,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  from bert_jax.data import pretraining_data  # pylint: disable=g-import-not-at-top
   from bert_jax.data.tokenizers import load_tokenizer  # pylint: disable=g-import-not-at-top
 
   args = _parser().parse_args(argv)
@@ -334,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   overrides = {k: getattr(args, k) for k in ("validation", "tokenizer", "max_length", "short_seq_prob",
                                               "nsp_random_prob", "packing", "validation_documents", "text_key")}
   overrides["train"] = args.train or corpus_lib.bundled_corpus()
-  config = pretraining_data.data_config(**overrides)
+  config = data_config(**overrides)
   tokenizer = load_tokenizer(args.tokenizer)
   for split in ("train", "validation"):
     if split == "validation" and not config.validation and not config.validation_documents:

@@ -9,27 +9,7 @@
     state = pretraining_data.loader_state(it)    # JSON-serialisable; save it with the checkpoint
     pretraining_data.restore(it, state)          # continue exactly there
 
-data_config keys (DEFAULTS; `data_config(**overrides)` builds one):
-  train               comma-separated text-file globs (.gz allowed; blank lines separate documents,
-                      one sentence/paragraph per line) or tfds:<name>[/<config>][:<split>]
-                      (default: the bundled corpus, `bundled_corpus()`)
-  validation          same syntax; empty: hold out the last `validation_documents` documents of `train`
-  validation_documents  documents held out when `validation` is empty (never trained on)
-  tokenizer           tokenizer folder (the caller passes the loaded Tokenizer as well)
-  text_key            TFDS feature that holds the text
-  max_length          L, tokens per row, special tokens included
-  mask_rate           fraction of non-padding tokens to predict
-  max_predictions     M, prediction slots per row (the MLM head runs only there)
-  whole_word_masking  mask whole words (WordPiece `##` / BPE `Ġ` / SentencePiece `▁` boundaries)
-  dynamic_masking     True: new masks every epoch (RoBERTa); False: one mask per example (BERT)
-  short_seq_prob      BERT: chance that a pair example aims at a random shorter length
-  nsp_random_prob     NSP: chance that segment B comes from another document
-  packing             objective "mlm" only: examples end with their document and several share a
-                      row (first-fit), with `segment_ids`; positions still run 0..L-1 across the row
-  shuffle             global index shuffle of the examples (grain), new order every epoch
-  cache_dir           where prepared shards go; empty: <workdir>/prepared (a temp folder when the
-                      workdir is remote, e.g. gs://: ArrayRecord shards are written locally)
-  num_workers         0: batches are built in this process (background threads); >0: grain worker processes
+data_config keys, their defaults and meaning: bert_jax/data/pretraining_config.py.
 
 Batch (numpy, B = global_batch_size / process_count rows):
   input_ids int32 [B, L] (masked: 80% mask token, 10% random token, 10% unchanged),
@@ -54,56 +34,24 @@ import os
 import tempfile
 
 import grain
-from absl import flags
-import ml_collections
 import numpy as np
+from absl import flags
 
 from bert_jax.data import masking
 from bert_jax.data import prepare as prepare_lib
 from bert_jax.data import records
 from bert_jax.data.corpus import bundled_corpus
-from bert_jax.data.tokenizers import bundled_tokenizer
+from bert_jax.data.pretraining_config import DEFAULTS, OBJECTIVES, data_config, resolve
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULTS", "Loader", "bundled_corpus", "data_config", "loader_state", "make_loader", "restore"]
-
-DEFAULTS = {
-    "train": bundled_corpus(),
-    "validation": "",
-    "validation_documents": 20,
-    "tokenizer": bundled_tokenizer("wordpiece"),
-    "text_key": "text",
-    "max_length": 128,
-    "mask_rate": 0.15,
-    "max_predictions": 20,
-    "whole_word_masking": False,
-    "dynamic_masking": True,
-    "short_seq_prob": 0.1,
-    "nsp_random_prob": 0.5,
-    "packing": False,
-    "shuffle": True,
-    "cache_dir": "",
-    "num_workers": 0,
-}
+__all__ = ["DEFAULTS", "OBJECTIVES", "Loader", "bundled_corpus", "data_config", "loader_state", "make_loader",
+           "restore"]
 
 # Masking stream of validation examples: never a process index, the same on every process.
 _VALIDATION_STREAM = 2**32 - 1
 # Batches built ahead in background threads (in-process) while the model trains.
 _PREFETCH_BATCHES = 4
-
-
-def data_config(**overrides) -> ml_collections.ConfigDict:
-  """DEFAULTS with overrides; unknown keys raise."""
-  unknown = sorted(set(overrides) - set(DEFAULTS))
-  if unknown:
-    raise ValueError(f"unknown data config keys {unknown}; known: {sorted(DEFAULTS)}")
-  return ml_collections.ConfigDict({**DEFAULTS, **overrides})
-
-
-def _resolve(config) -> ml_collections.ConfigDict:
-  values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  return data_config(**values)
 
 
 def _cache_dir(config, workdir: str | None) -> str:
@@ -173,6 +121,10 @@ class _BuildBatch:
     return out
 
 
+def _plain_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {name: np.array(value) for name, value in batch.items()}
+
+
 @dataclasses.dataclass
 class Loader:
   """Iterable over batches; `iter(loader)` gives a fresh grain iterator at the start.
@@ -204,6 +156,8 @@ class Loader:
       if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
       dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=2))
+      # Workers hand over shared-memory arrays; plain copies free that memory as soon as a batch is dropped.
+      dataset = dataset.map(_plain_arrays)
     return iter(dataset)
 
   def __len__(self) -> int:
@@ -217,7 +171,7 @@ def make_loader(
     process_index: int = 0, process_count: int = 1, workdir: str | None = None,
 ) -> Loader:
   """Prepares (or reuses) the split's examples and returns its Loader; see the module docstring."""
-  config = _resolve(data_config)
+  config = resolve(data_config)
   if global_batch_size < 1 or global_batch_size % process_count:
     raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
                      f"process_count={process_count}")

@@ -49,6 +49,20 @@ class Pooler(nn.Module):
     return jnp.tanh(x)
 
 
+class ReplacedTokenHead(nn.Module):
+  """ELECTRA's discriminator head: hidden [b, l, H] -> dense -> act -> [b, l] logits (replaced or not)."""
+
+  config: ModelConfig
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg = self.config
+    x = activation(cfg.hidden_act)(Dense((cfg.hidden_size,), ("embed", "embed_out"), dtype=self.dtype,
+                                         name="dense")(x))
+    return Dense((1,), ("embed", "classes"), dtype=self.dtype, name="prediction")(x)[..., 0].astype(jnp.float32)
+
+
 class Classifier(nn.Module):
   """dropout -> dense: [..., H] -> [..., num_outputs] (sequence / token classification, NSP, SOP, QA)."""
 

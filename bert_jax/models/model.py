@@ -18,10 +18,10 @@ import jax.numpy as jnp
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.embeddings import Embeddings
 from bert_jax.models.encoder import Encoder
-from bert_jax.models.heads import Classifier, MLMHead, Pooler, gather_positions
+from bert_jax.models.heads import Classifier, MLMHead, Pooler, ReplacedTokenHead, gather_positions
 from bert_jax.models.layers import Embed
 
-HEADS = (None, "mlm", "pretraining", "classification", "token_classification", "qa")
+HEADS = (None, "mlm", "pretraining", "classification", "token_classification", "qa", "rtd")
 
 
 @flax.struct.dataclass
@@ -29,7 +29,8 @@ class EncoderOutput:
   last_hidden_state: jax.Array                 # [b, l, H] float32
   pooler_output: jax.Array | None = None       # [b, H]
   hidden_states: jax.Array | None = None       # [num_layers + 1, b, l, H]
-  logits: jax.Array | None = None              # mlm [b, l|m, V]; classification [b, C]; tagging [b, l, C]
+  logits: jax.Array | None = None              # mlm [b, l|m, V]; classification [b, C]; tagging [b, l, C];
+                                               # rtd [b, l] (replaced-token logits)
   pair_logits: jax.Array | None = None         # NSP / SOP [b, 2]
   start_logits: jax.Array | None = None        # span QA [b, l]
   end_logits: jax.Array | None = None          # span QA [b, l]
@@ -80,6 +81,8 @@ class EncoderModel(nn.Module):
       self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, dtype)
     elif self.head == "qa":
       self.qa_outputs = Classifier(2, 0.0, dtype)
+    elif self.head == "rtd":
+      self.rtd_head = ReplacedTokenHead(cfg, dtype)
 
   @property
   def uses_pooler(self) -> bool:
@@ -124,6 +127,8 @@ class EncoderModel(nn.Module):
       out["logits"] = self.classifier(features, deterministic=self.deterministic)
     elif self.head == "token_classification":
       out["logits"] = self.classifier(x, deterministic=self.deterministic)
+    elif self.head == "rtd":
+      out["logits"] = self.rtd_head(x)
     elif self.head == "qa":
       span = self.qa_outputs(x)
       out["start_logits"], out["end_logits"] = span[..., 0], span[..., 1]

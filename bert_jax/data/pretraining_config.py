@@ -1,0 +1,70 @@
+"""The `data` section of a pretraining config: every key, its default and what it means.
+
+    config.data = data_config()                        # the defaults below
+    config.data = data_config(max_length=512, packing=True)
+
+Keys (the configs in configs/ set these; unknown keys raise):
+  train               comma-separated text-file globs (.gz allowed; one sentence or paragraph per
+                      line, blank lines between documents) or tfds:<name>[/<config>][:<split>]
+                      (read with tfds.data_source, no TensorFlow); default: the bundled corpus
+  validation          same syntax; empty: hold out the last `validation_documents` documents of `train`
+  validation_documents  how many documents to hold out when `validation` is empty (never trained on)
+  tokenizer           tokenizer folder (the trainer loads it and passes the Tokenizer along)
+  text_key            the TFDS feature that holds the text
+  max_length          L: tokens per row, special tokens included
+  mask_rate           fraction of the non-padding tokens to predict
+  max_predictions     M: prediction slots per row; the MLM head runs only there
+  whole_word_masking  mask whole words (WordPiece `##`, BPE `Ġ`, SentencePiece `▁` boundaries)
+  dynamic_masking     True: new masks every epoch (RoBERTa); False: one mask per example (BERT)
+  short_seq_prob      BERT: chance that a sentence-pair example aims at a random shorter length
+  nsp_random_prob     NSP: chance that segment B comes from another document
+  packing             objective "mlm" only: examples stop at document ends and several share one row
+                      (greedy first-fit) with `segment_ids`; positions still run 0..L-1 across the row
+  shuffle             shuffle examples with grain's global index shuffle, a new order every epoch
+  cache_dir           where prepared shards go; empty: <workdir>/prepared (a local temp folder when
+                      the workdir is remote such as gs://: ArrayRecord shards are written locally)
+  num_workers         0: batches are built in the training process (background threads);
+                      N > 0: N grain worker processes
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from bert_jax.data.corpus import bundled_corpus
+from bert_jax.data.tokenizers import bundled_tokenizer
+
+OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")
+
+DEFAULTS = {
+    "train": bundled_corpus(),
+    "validation": "",
+    "validation_documents": 20,
+    "tokenizer": bundled_tokenizer("wordpiece"),
+    "text_key": "text",
+    "max_length": 128,
+    "mask_rate": 0.15,
+    "max_predictions": 20,
+    "whole_word_masking": False,
+    "dynamic_masking": True,
+    "short_seq_prob": 0.1,
+    "nsp_random_prob": 0.5,
+    "packing": False,
+    "shuffle": True,
+    "cache_dir": "",
+    "num_workers": 0,
+}
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+  """DEFAULTS with overrides; unknown keys raise ValueError."""
+  unknown = sorted(set(overrides) - set(DEFAULTS))
+  if unknown:
+    raise ValueError(f"unknown data config keys {unknown}; known: {sorted(DEFAULTS)}")
+  return ml_collections.ConfigDict({**DEFAULTS, **overrides})
+
+
+def resolve(config) -> ml_collections.ConfigDict:
+  """A ConfigDict, FrozenConfigDict or dict -> a complete ConfigDict (missing keys take defaults)."""
+  values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  return data_config(**values)

@@ -1,0 +1,1 @@
+"""Training objectives: each turns (params, batch, rng) into loss sums for the shared train step."""

@@ -1,0 +1,66 @@
+"""Replaced-token detection: corruption by hand, and where each loss's gradient flows under each sharing mode."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from bert_jax.models import build
+from bert_jax.tasks.rtd import RTDObjective, replace_at
+
+
+def test_replace_at_by_hand():
+  ids = jnp.array([[10, 11, 12, 13], [20, 21, 22, 23]])
+  out = replace_at(ids, jnp.array([[1, 3], [0, 0]]), jnp.array([[7, 8], [9, 9]]), jnp.array([[1.0, 1.0], [1.0, 0.0]]))
+  np.testing.assert_array_equal(out, [[10, 7, 12, 8], [9, 21, 22, 23]])
+
+
+def _setup(sharing):
+  cfg = build("bert", "tiny", vocab_size=40, num_layers=1, scan_layers=True)
+  rtd = ml_collections.ConfigDict({"generator_scale": 0.5, "generator_depth_scale": 1.0,
+                                   "discriminator_weight": 50.0, "embedding_sharing": sharing})
+  objective = RTDObjective(cfg, rtd)
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, 40, (4, 12)).astype(np.int32)
+  positions = np.tile(np.array([2, 5, 7], np.int32), (4, 1))
+  batch = {"input_ids": ids.copy(), "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids),
+           "masked_positions": positions, "masked_ids": np.take_along_axis(ids, positions, 1),
+           "masked_weights": np.ones(positions.shape, np.float32)}
+  batch["input_ids"][:, [2, 5, 7]] = 4
+  params = jax.tree.map(lambda x: x, objective.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
+                                                     jnp.asarray(ids)))
+  params = jax.tree.map(lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "names"))
+  return objective, params, batch
+
+
+def _grads(objective, params, batch, term):
+  def loss(p):
+    sums = objective.sums(p, batch, jax.random.key(1))
+    return sums[f"{term}_loss"]
+  return jax.grad(loss)(params)
+
+
+@pytest.mark.parametrize("sharing", ["gdes", "shared", "none"])
+def test_gradient_flow_by_sharing_mode(sharing):
+  objective, params, batch = _setup(sharing)
+  rtd = _grads(objective, params, batch, "rtd")
+  mlm = _grads(objective, params, batch, "mlm")
+  gen_words = lambda g: np.abs(g["generator"]["embeddings"]["word_embeddings"]["embedding"]).sum()
+  assert gen_words(mlm) > 0
+  if sharing == "gdes":
+    assert gen_words(rtd) == 0, "GDES: the discriminator loss must not move the generator's embeddings"
+    assert np.abs(rtd["embedding_delta"]["embedding"]).sum() > 0
+    assert np.abs(mlm["embedding_delta"]["embedding"]).sum() == 0
+  elif sharing == "shared":
+    assert gen_words(rtd) > 0 and "word_embeddings" not in params["discriminator"]["embeddings"]
+  else:
+    assert gen_words(rtd) == 0 and "word_embeddings" in params["discriminator"]["embeddings"]
+
+
+def test_labels_mark_exactly_the_changed_tokens():
+  objective, params, batch = _setup("gdes")
+  sums = objective.sums(params, batch, jax.random.key(3))
+  # Sampled tokens that equal the original count as original: at most 3 replaced per row.
+  assert 0 <= float(sums["replaced"]) <= 12
+  assert float(sums["rtd_count"]) == 48
