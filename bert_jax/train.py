@@ -260,8 +260,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state, step_metrics = compiled(state, batch)
       pending.append((step, step_metrics))
       final = step == total_steps
-      if step % config.log_every == 0 or final:
-        flush(step)
+      if step % config.log_every == 0 or final or step == start_step + 1:
+        flush(step)  # the first step too: the curve starts at the initial loss
       if (config.eval_every and step % config.eval_every == 0) or final:
         flush(step)
         last_eval = evaluate(state.params)

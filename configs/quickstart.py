@@ -18,13 +18,13 @@ def get_config():
   c.data.max_length = 128
   c.data.max_predictions = 20
   c.data.dynamic_masking = True
-  c.batch_size = 64
-  c.total_steps = 600
-  c.log_every = 25
-  c.eval_every = 200
+  c.batch_size = 32
+  c.total_steps = 400
+  c.log_every = 20
+  c.eval_every = 100
   c.eval_steps = 10
-  c.checkpoint_every = 200
+  c.checkpoint_every = 100
   c.optimizer.learning_rate = 2e-3
-  c.optimizer.warmup_steps = 60
+  c.optimizer.warmup_steps = 40
   c.optimizer.weight_decay = 0.01
   return c
