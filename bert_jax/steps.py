@@ -59,7 +59,7 @@ def train_step(state: TrainState, batch: dict, *, objective: Objective, tx: opta
             jax.tree.map(jnp.zeros_like, state.params))
     (loss, sums, grads), _ = jax.lax.scan(body, init, (_split(batch, accum_steps), jnp.arange(accum_steps)))
 
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
