@@ -4,7 +4,8 @@ A corpus spec (the `data.train` / `data.validation` config value) is either
 
   * comma-separated globs of text files (`.gz` read compressed): one sentence or
     paragraph per line, documents separated by one or more blank lines, every
-    file ending a document; or
+    file ending a document. Remote paths (gs://bucket/dir/*.txt: wildcards in
+    the file name only) go through etils.epath and need its backend (gcsfs); or
   * `tfds:<name>[/<config>][:<split>]`: a TFDS dataset read with
     `tfds.data_source` (ArrayRecord, no TensorFlow); each record is one
     document whose `text_key` field is split into lines. The split defaults
@@ -25,6 +26,8 @@ import gzip
 import os
 from collections.abc import Callable, Iterator
 
+from etils import epath
+
 Lines = list[str]
 # A document that is read only if a process needs it (TFDS records are decoded lazily).
 LazyDocument = Callable[[], Lines]
@@ -35,6 +38,31 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 def bundled_corpus() -> str:
   """Glob of the public-domain corpus shipped in the repository: `<repo>/data/*.txt.gz`."""
   return os.path.join(REPO_ROOT, "data", "*.txt.gz")
+
+
+def _is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def _expand(pattern: str, what: str) -> list[str]:
+  """Files matching a glob; remote (gs://...) patterns may use wildcards in the file name only."""
+  if not _is_remote(pattern):
+    return sorted(p for p in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(p))
+  folder, name = pattern.rsplit("/", 1)
+  if any(c in folder for c in "*?["):
+    raise ValueError(f"{what}: {pattern!r}: remote patterns may use wildcards only in the file name")
+  try:
+    return sorted(str(p) for p in epath.Path(folder).glob(name))
+  except Exception as e:  # the filesystem backends raise their own kinds
+    raise ValueError(f"{what}: cannot list {pattern!r} ({e}); remote files need a backend such as gcsfs") from e
+
+
+def _size_and_mtime(path: str) -> tuple[int, int]:
+  if _is_remote(path):
+    stat = epath.Path(path).stat()
+    return stat.length, int(stat.mtime)
+  stat = os.stat(path)
+  return stat.st_size, stat.st_mtime_ns
 
 
 @dataclasses.dataclass
@@ -48,13 +76,10 @@ class TextFiles:
 
   @property
   def total_bytes(self) -> int:
-    return sum(os.path.getsize(p) for p in self.paths)
+    return sum(_size_and_mtime(p)[0] for p in self.paths)
 
   def fingerprint(self) -> dict:
-    files = []
-    for path in self.paths:
-      stat = os.stat(path)
-      files.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
+    files = [[p if _is_remote(p) else os.path.abspath(p), *_size_and_mtime(p)] for p in self.paths]
     return {"files": files}
 
   def documents(self) -> Iterator[LazyDocument]:
@@ -65,7 +90,7 @@ class TextFiles:
         yield (lambda lines=lines: lines)
 
   def _file_documents(self, path: str, done_before: int) -> Iterator[Lines]:
-    with open(path, "rb") as raw:
+    with (epath.Path(path).open("rb") if _is_remote(path) else open(path, "rb")) as raw:
       stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
       lines: Lines = []
       try:
@@ -73,7 +98,8 @@ class TextFiles:
           try:
             line = data.decode("utf-8").strip()
           except UnicodeDecodeError as e:
-            raise ValueError(f"{self.what}: {path}:{number}: line is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            raise ValueError(f"{self.what}: {path}:{number}: line is not valid UTF-8 "
+                             f"({e.reason} at byte {e.start})") from None
           if line:
             lines.append(line)
           elif lines:
@@ -150,7 +176,7 @@ def open_corpus(spec: str, *, split: str, text_key: str = "text", what: str = "d
   for pattern in filter(None, (p.strip() for p in spec.split(","))):
     if pattern.startswith("tfds:"):
       raise ValueError(f"{what}={spec!r}: a tfds: source cannot be combined with other sources")
-    matches = sorted(p for p in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(p))
+    matches = _expand(pattern, what)
     if not matches:
       raise FileNotFoundError(f"{what}: {pattern!r} matches no files")
     paths.extend(matches)

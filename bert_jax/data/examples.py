@@ -105,7 +105,7 @@ def _truncate_pair(first: list[int], second: list[int], max_tokens: int, rng: ra
 
 
 def _chunks(document: Document, max_tokens: int, short_seq_prob: float, rng: random.Random):
-  """BERT's accumulation: yields (start index, sentences, target length) for each chunk of a document."""
+  """BERT's accumulation: yields (sentences, target length) per chunk; send() back how many went unused."""
   target = max_tokens
   if rng.random() < short_seq_prob:
     target = rng.randint(2, max_tokens)

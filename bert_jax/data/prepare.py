@@ -115,33 +115,15 @@ def _examples(documents, template, settings: ExampleSettings, rng: random.Random
   return examples_lib.pack_first_fit(sentences, length, min_length=template.num_specials(pair=False) + 1)
 
 
-def _tokenize(tokenizer, groups: list[corpus_lib.Lines]) -> tuple[list[list[list[int]]], int]:
-  """Documents of lines -> documents of id lists (sentences and documents that tokenize to nothing dropped)."""
-  lines = [line for document in groups for line in document]
-  ids: list[list[int]] = []
-  for start in range(0, len(lines), _ENCODE_CHUNK):
-    # The backend directly: the wrapper's Encoding copies offsets and tokens we do not need.
-    encodings = tokenizer.backend.encode_batch(lines[start:start + _ENCODE_CHUNK], add_special_tokens=False)
-    ids.extend(e.ids for e in encodings)
-  documents, position, tokens = [], 0, 0
-  for document in groups:
-    sentences = [s for s in ids[position:position + len(document)] if s]
-    position += len(document)
-    tokens += sum(map(len, sentences))
-    if sentences:
-      documents.append(sentences)
-  return documents, tokens
-
-
 class _Progress:
-  """Logs documents/s, tokens/s and an ETA from the share of input read."""
+  """Logs documents/s, tokens/s and an ETA (from the share of the input read) every few seconds."""
 
   def __init__(self, name: str, source):
-    self.name, self.source = name, source
+    self.name, self.source, self.total = name, source, max(source.total_bytes, 1)
     self.start = self.last = time.monotonic()
     self.documents = self.tokens = self.examples = 0
 
-  def update(self, documents: int, tokens: int, examples: int, force: bool = False) -> None:
+  def add(self, documents: int = 0, tokens: int = 0, examples: int = 0, force: bool = False) -> None:
     self.documents += documents
     self.tokens += tokens
     self.examples += examples
@@ -150,12 +132,31 @@ class _Progress:
       return
     self.last = now
     elapsed = max(now - self.start, 1e-9)
-    total = max(self.source.total_bytes, 1)
-    done = min(self.source.bytes_read / total, 1.0)
+    done = min(self.source.bytes_read / self.total, 1.0)
     eta = f"{elapsed * (1 - done) / done:.0f}s" if done > 0 else "?"
     log.info("prepare %s: %d documents (%.0f/s), %.2fM tokens (%.0f/s), %d examples, %.0f%% read, ETA %s",
              self.name, self.documents, self.documents / elapsed, self.tokens / 1e6, self.tokens / elapsed,
              self.examples, 100 * done, eta)
+
+
+def _tokenize(tokenizer, groups: list[corpus_lib.Lines], progress: _Progress) -> list[list[list[int]]]:
+  """Documents of lines -> documents of id lists (sentences and documents that tokenize to nothing dropped)."""
+  lines = [line for document in groups for line in document]
+  ids: list[list[int]] = []
+  for start in range(0, len(lines), _ENCODE_CHUNK):
+    # The backend directly: the wrapper's Encoding copies offsets and tokens we do not need.
+    encodings = tokenizer.backend.encode_batch(lines[start:start + _ENCODE_CHUNK], add_special_tokens=False)
+    chunk = [e.ids for e in encodings]
+    ids.extend(chunk)
+    progress.add(tokens=sum(map(len, chunk)))
+  documents, position = [], 0
+  for document in groups:
+    sentences = [s for s in ids[position:position + len(document)] if s]
+    position += len(document)
+    if sentences:
+      documents.append(sentences)
+  progress.add(documents=len(groups))
+  return documents
 
 
 def _write_json(path: str, value: dict) -> None:
@@ -276,7 +277,9 @@ def _build(directory, source, fingerprint, settings, template, tokenizer, fmt, *
     stats_path = path[: -len(".array_record")] + ".json"
     stats = _read_json(stats_path)
     if stats is None or not os.path.exists(path):
-      documents_ids, tokens = _tokenize(tokenizer, group)
+      tokens_before = progress.tokens
+      documents_ids = _tokenize(tokenizer, group, progress)
+      tokens = progress.tokens - tokens_before
       seed_text = f"{settings.seed}/{fingerprint['split']}/{index}/{number}"
       rng = random.Random(int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little"))
       try:
@@ -284,18 +287,19 @@ def _build(directory, source, fingerprint, settings, template, tokenizer, fmt, *
       except ValueError as e:
         raise ValueError(f"{source.what}={source.spec!r}, {name}, shard {number}: {e}") from e
       stats = {"documents": len(documents_ids), "tokens": tokens, "examples": written}
+      progress.add(examples=written)
       # Counts first, shard last: a shard under its final name is always complete.
       _write_json(stats_path, stats)
       os.replace(temporary, path)
-    else:
+    else:  # done in an earlier run
       reader = ArrayRecordReader(path)
       found = reader.num_records()
       reader.close()
       if found != stats["examples"]:
         raise ValueError(f"{path} holds {found} examples but {stats_path} says {stats['examples']}; delete both")
+      progress.add(stats["documents"], stats["tokens"], stats["examples"])
     shards.append({"file": file, **stats})
-    progress.update(stats["documents"], stats["tokens"], stats["examples"])
-  progress.update(0, 0, 0, force=True)
+  progress.add(force=True)
   total = sum(s["examples"] for s in shards)
   if not total:
     raise ValueError(f"{source.what}={source.spec!r} gives no examples for {name}: "
@@ -308,7 +312,8 @@ def _build(directory, source, fingerprint, settings, template, tokenizer, fmt, *
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m bert_jax.data.prepare", description=__doc__.split("\n")[0])
-  parser.add_argument("--train", default=None, help="text globs (comma-separated) or tfds:<name>; default: bundled corpus")
+  parser.add_argument("--train", default=None,
+                      help="text globs (comma-separated) or tfds:<name>; default: the bundled corpus")
   parser.add_argument("--validation", default="", help="same syntax; empty: hold out the last documents of --train")
   parser.add_argument("--tokenizer", required=True, help="tokenizer folder")
   parser.add_argument("--out", required=True, help="output folder (use it as data.cache_dir)")

@@ -150,12 +150,14 @@ class Loader:
 
   def __iter__(self) -> grain.DatasetIterator:
     threads = 1 if self.num_workers else 2
-    dataset = self.dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=_PREFETCH_BATCHES))
+    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=_PREFETCH_BATCHES)
+    dataset = self.dataset.to_iter_dataset(options)
     if self.num_workers:
       # grain's workers read absl flags; outside an absl app (tests, notebooks) they are unparsed.
       if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
-      dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=2))
+      workers = grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=2)
+      dataset = dataset.mp_prefetch(workers)
       # Workers hand over shared-memory arrays; plain copies free that memory as soon as a batch is dropped.
       dataset = dataset.map(_plain_arrays)
     return iter(dataset)
@@ -176,13 +178,13 @@ def make_loader(
     raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
                      f"process_count={process_count}")
   batch_size = global_batch_size // process_count
-  prepared = prepare_lib.prepare(config, objective, tokenizer, split=split, seed=seed, process_index=process_index,
-                                 process_count=process_count, out_dir=_cache_dir(config, workdir))
   if tokenizer.pad_id is None:
     raise ValueError(f"tokenizer from {tokenizer.source} has no pad token")
   spec = masking.MaskingSpec.from_tokenizer(tokenizer, mask_rate=config.mask_rate,
                                             max_predictions=config.max_predictions,
                                             whole_word=config.whole_word_masking)
+  prepared = prepare_lib.prepare(config, objective, tokenizer, split=split, seed=seed, process_index=process_index,
+                                 process_count=process_count, out_dir=_cache_dir(config, workdir))
   source = grain.sources.ArrayRecordDataSource(prepared.paths)
   count = len(source)
   if count != prepared.num_examples:

@@ -21,6 +21,13 @@ def forward(model: EncoderModel, params, batch: Mapping[str, jax.Array], rng, **
                      segment_ids=batch.get("segment_ids"), rngs={"dropout": rng} if rng is not None else None, **kw)
 
 
+def example_weights(batch: Mapping[str, jax.Array]) -> jax.Array:
+  """[B] float32: 0 for rows that only pad the last validation batch."""
+  if "example_weights" in batch:
+    return batch["example_weights"].astype(jnp.float32)
+  return jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+
+
 def mlm_sums(logits: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   """logits [B, M, V] at the masked positions -> summed loss, correct predictions, count."""
   weights = batch["masked_weights"].astype(jnp.float32)
@@ -49,7 +56,7 @@ class MLMObjective(Objective):
   def totals(self, batch):
     out = {"mlm_count": jnp.sum(batch["masked_weights"].astype(jnp.float32))}
     if self.with_pair:
-      out["pair_count"] = jnp.asarray(batch["pair_labels"].shape[0], jnp.float32)
+      out["pair_count"] = jnp.sum(example_weights(batch))
     return out
 
   def sums(self, params, batch, rng):
@@ -57,8 +64,8 @@ class MLMObjective(Objective):
     out = forward(model, params, batch, rng, masked_positions=batch["masked_positions"])
     sums = mlm_sums(out.logits, batch)
     if self.with_pair:
-      labels = batch["pair_labels"]
-      sums["pair_loss"] = jnp.sum(cross_entropy(out.pair_logits, labels))
-      sums["pair_correct"] = jnp.sum((jnp.argmax(out.pair_logits, -1) == labels).astype(jnp.float32))
-      sums["pair_count"] = jnp.asarray(labels.shape[0], jnp.float32)
+      labels, weights = batch["pair_labels"], example_weights(batch)
+      sums["pair_loss"] = jnp.sum(cross_entropy(out.pair_logits, labels) * weights)
+      sums["pair_correct"] = jnp.sum((jnp.argmax(out.pair_logits, -1) == labels).astype(jnp.float32) * weights)
+      sums["pair_count"] = jnp.sum(weights)
     return sums

@@ -22,7 +22,7 @@ import optax
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
 from bert_jax.tasks.base import Objective, Term
-from bert_jax.tasks.mlm import forward, mlm_sums
+from bert_jax.tasks.mlm import example_weights, forward, mlm_sums
 
 SHARING = ("gdes", "shared", "none")
 
@@ -35,6 +35,11 @@ def generator_config(cfg: ModelConfig, width_scale: float, depth_scale: float) -
                      intermediate_size=max(1, round(cfg.intermediate_size * width_scale)),
                      num_layers=max(1, round(cfg.num_layers * depth_scale)), embedding_size=cfg.embed_dim,
                      mlm_transform_size=None, emd_layers=0)
+
+
+def token_weights(batch) -> jax.Array:
+  """[B, L] float32: real tokens of real rows."""
+  return batch["attention_mask"].astype(jnp.float32) * example_weights(batch)[:, None]
 
 
 def replace_at(ids: jax.Array, positions: jax.Array, values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -61,7 +66,7 @@ class RTDObjective(Objective):
 
   def totals(self, batch):
     return {"mlm_count": jnp.sum(batch["masked_weights"].astype(jnp.float32)),
-            "rtd_count": jnp.sum(batch["attention_mask"].astype(jnp.float32))}
+            "rtd_count": jnp.sum(token_weights(batch))}
 
   def init(self, rngs, input_ids):
     params = {"generator": self.generator[False].init(rngs, input_ids)["params"],
@@ -94,7 +99,7 @@ class RTDObjective(Objective):
     disc_batch = {**batch, "input_ids": corrupted}
     logits = forward(self.discriminator[not train], self.discriminator_params(params), disc_batch, disc_rng).logits
     labels = (corrupted != original).astype(jnp.float32)
-    mask = batch["attention_mask"].astype(jnp.float32)
+    mask = token_weights(batch)
     loss = optax.sigmoid_binary_cross_entropy(logits, labels)
     sums["rtd_loss"] = jnp.sum(loss * mask)
     sums["rtd_correct"] = jnp.sum(((logits > 0).astype(jnp.float32) == labels) * mask)
