@@ -55,9 +55,13 @@ from bert_jax.models.heads import POOLING, l2_normalize
 POOLINGS = tuple(POOLING)  # cls, mean, max
 LONG_INPUTS = ("truncate", "chunk")
 DEFAULT_MAX_LENGTH = 512
-DEFAULT_BATCH_SIZE = 128
-# Rows x length per batch: bounds activation memory (attention is [rows, heads, l, l]).
-TOKENS_PER_BATCH = 8192
+# Tokens (rows x length) per batch unless batch_size gives rows; bounds activation memory
+# (attention is [rows, heads, l, l]). CPUs gain nothing from bigger batches and lose more
+# to the padded last one; accelerators want them big.
+TOKENS_PER_BATCH_CPU = 4096
+TOKENS_PER_BATCH_ACCELERATOR = 16384
+# A packed row holds at most length // 4 texts (the shortest text is [CLS] [SEP]).
+TOKENS_PER_SEGMENT = 4
 PROGRESS_MIN_TEXTS = 1000
 CACHE_DIR = os.path.join("~", ".cache", "bert_jax", "jax_cache")
 _KNOWN_ST_MODULES = ("Transformer", "Pooling", "Normalize")
@@ -254,56 +258,133 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, chunk: bool) -> W
 
 
 def bucket_length(length: int, max_length: int) -> int:
-  """The padded length of a sequence: multiples of 16 up to 128, of 32 up to 256, then of 64; <= max_length."""
+  """Padded length of a row: multiples of 16 up to 128, of 32 up to 256, then of 64; <= max_length."""
   step = 16 if length <= 128 else 32 if length <= 256 else 64
   return min(-(-length // step) * step, max_length)
 
 
+def pack_length(lengths: np.ndarray, max_length: int) -> int:
+  """Row length that short windows are packed into: a power of two >= 128 holding 90% of them whole."""
+  typical = int(np.percentile(lengths, 90))
+  return min(max_length, max(128, 1 << (typical - 1).bit_length()))
+
+
+def pack_rows(lengths: np.ndarray, row_length: int, max_segments: int) -> list[list[int]]:
+  """Windows no longer than row_length packed into rows: [rows][segments] window indices.
+
+  Each row starts from the longest window left, adds more long ones while they
+  fit, then fills the rest with the shortest: O(windows) and ~95% full rows.
+  """
+  order = np.argsort(lengths, kind="stable")
+  order = order[lengths[order] <= row_length]
+  low, high, rows = 0, len(order) - 1, []
+  while low <= high:
+    row, room = [], row_length
+    while high >= low and len(row) < max_segments and lengths[order[high]] <= room:
+      row.append(int(order[high]))
+      room -= int(lengths[order[high]])
+      high -= 1
+    while low <= high and len(row) < max_segments and lengths[order[low]] <= room:
+      row.append(int(order[low]))
+      room -= int(lengths[order[low]])
+      low += 1
+    rows.append(row)
+  return rows
+
+
 @dataclasses.dataclass(frozen=True)
 class Batch:
-  rows: np.ndarray   # int [n <= shape[0]]: window indices, in batch order
-  shape: tuple[int, int]  # (batch rows, length) the batch is padded to
+  windows: np.ndarray      # int [rows, max_segments]: the window in each segment of each row; -1 = none
+  shape: tuple[int, int]   # (rows, length) the batch is padded to
 
 
-def plan_batches(lengths: np.ndarray, max_length: int, batch_size: int) -> list[Batch]:
-  """Windows sorted by length (longest first) into batches of one static shape per length bucket.
+def plan_batches(lengths: np.ndarray, max_length: int, rows_per_batch: int | None, tokens_per_batch: int,
+                 pack: bool = True) -> list[Batch]:
+  """Windows into batches with few static shapes.
 
-  A bucket with fewer windows than a batch gets a smaller (power-of-two) batch
-  instead of a mostly padded one; that keeps one shape per bucket.
+  Short windows share rows of one length (`pack_length`), each in its own
+  segment; a longer window gets a row to itself, padded to `bucket_length`.
+  Without pack (a DeBERTa-v2 conv would mix neighbouring segments) every
+  window gets its own row. One shape per row length: rows_per_batch, or
+  tokens_per_batch // length, capped by the rows there are (a power of two).
   """
-  order = np.argsort(-lengths, kind="stable")
-  buckets = np.array([bucket_length(int(n), max_length) for n in lengths[order]], np.int64)
+  packed_length = pack_length(lengths, max_length) if pack else 0
+  max_segments = max(1, packed_length // TOKENS_PER_SEGMENT)
+  rows = pack_rows(lengths, packed_length, max_segments) if pack else []
+  alone = np.flatnonzero(lengths > packed_length)
+  rows += [[int(w)] for w in alone[np.argsort(-lengths[alone], kind="stable")]]
+  row_lengths = [packed_length if len(row) > 1 or lengths[row[0]] <= packed_length
+                 else bucket_length(int(lengths[row[0]]), max_length) for row in rows]
   batches = []
-  for length in np.unique(buckets)[::-1]:
-    members = order[buckets == length]
-    rows = max(1, min(batch_size, TOKENS_PER_BATCH // int(length)))
-    rows = min(rows, 1 << (len(members) - 1).bit_length())
-    batches += [Batch(members[i:i + rows], (rows, int(length))) for i in range(0, len(members), rows)]
+  for length in sorted(set(row_lengths), reverse=True):
+    members = [row for row, n in zip(rows, row_lengths) if n == length]
+    size = rows_per_batch or max(1, tokens_per_batch // length)
+    size = min(size, 1 << (len(members) - 1).bit_length())
+    for i in range(0, len(members), size):
+      windows = np.full((size, max_segments), -1, np.int64)
+      for r, row in enumerate(members[i:i + size]):
+        windows[r, :len(row)] = row
+      batches.append(Batch(windows, (size, length)))
   return batches
 
 
-def pack(windows: Windows, batch: Batch, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """input_ids, attention_mask, token_type_ids: int32 [rows, length], right-padded."""
+def pack(windows: Windows, batch: Batch, pad_id: int, position_offset: int) -> tuple[np.ndarray, ...]:
+  """Model inputs, int32 [rows, length] each, right-padded.
+
+  input_ids (pad_id after the last segment), segment_ids (1, 2, ... per
+  window; 0 = padding), position_ids (restart at position_offset in each
+  segment), token_type_ids.
+  """
   ids = np.full(batch.shape, pad_id, np.int32)
-  mask = np.zeros(batch.shape, np.int32)
+  segments = np.zeros(batch.shape, np.int32)
+  positions = np.full(batch.shape, position_offset, np.int32)
   types = np.zeros(batch.shape, np.int32)
-  for row, window in enumerate(batch.rows):
-    n = len(windows.ids[window])
-    ids[row, :n] = windows.ids[window]
-    types[row, :n] = windows.type_ids[window]
-    mask[row, :n] = 1
-  return ids, mask, types
+  for row, row_windows in enumerate(batch.windows):
+    start = 0
+    for segment, window in enumerate(row_windows[row_windows >= 0], 1):
+      n = len(windows.ids[window])
+      ids[row, start:start + n] = windows.ids[window]
+      types[row, start:start + n] = windows.type_ids[window]
+      segments[row, start:start + n] = segment
+      positions[row, start:start + n] = np.arange(position_offset, position_offset + n)
+      start += n
+  return ids, segments, positions, types
 
 
 # -- compute ----------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("model", "pooling", "normalize"))
-def embed_batch(params, input_ids, attention_mask, token_type_ids, *, model, pooling: str, normalize: bool):
-  """Encoder, pooling and normalization in one program: int32 [b, l] x3 -> float32 [b, H]."""
-  hidden = model.apply({"params": params}, input_ids, attention_mask=attention_mask,
-                       token_type_ids=token_type_ids).last_hidden_state
-  pooled = POOLING[pooling](hidden, attention_mask)
+def pool_segments(hidden: jax.Array, segment_ids: jax.Array, num_segments: int, pooling: str) -> jax.Array:
+  """hidden [b, l, H], segment_ids [b, l] (1..S; 0 = padding) -> [b, S, H] (empty segments: junk)."""
+  batch, length, width = hidden.shape
+  hidden = hidden.astype(jnp.float32)
+  if pooling == "max":
+    flat = jnp.where(segment_ids > 0, segment_ids - 1 + num_segments * jnp.arange(batch)[:, None], batch * num_segments)
+    pooled = jax.ops.segment_max(hidden.reshape(-1, width), flat.reshape(-1), batch * num_segments + 1)
+    return pooled[:-1].reshape(batch, num_segments, width)
+  member = (segment_ids[:, None, :] == jnp.arange(1, num_segments + 1)[None, :, None]).astype(jnp.float32)
+  if pooling == "cls":
+    member = member * (jnp.cumsum(member, axis=-1) == 1)  # the first token of each segment
+  else:
+    member = member / jnp.maximum(jnp.sum(member, axis=-1, keepdims=True), 1.0)
+  # HIGHEST: accelerators would otherwise round this weighted sum to bf16/tf32 precision.
+  return jnp.einsum("bsl,blh->bsh", member, hidden, precision=jax.lax.Precision.HIGHEST)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "pooling", "normalize", "num_segments"))
+def embed_batch(params, input_ids, segment_ids, position_ids, token_type_ids, *, model, pooling: str,
+                normalize: bool, num_segments: int):
+  """Encoder, pooling and normalization in one program: int32 [b, l] x4 -> float32 [b, S, H].
+
+  Segments attend only to themselves and restart their positions, so each
+  gets the vector it would get alone in a row.
+  """
+  if model.config.position_ids == "none":
+    position_ids = None
+  hidden = model.apply({"params": params}, input_ids, attention_mask=(segment_ids > 0).astype(jnp.int32),
+                       token_type_ids=token_type_ids, position_ids=position_ids,
+                       segment_ids=segment_ids).last_hidden_state
+  pooled = pool_segments(hidden, segment_ids, num_segments, pooling)
   return l2_normalize(pooled) if normalize else pooled
 
 
@@ -341,21 +422,25 @@ def run_batches(model, params, windows: Windows, batches: list[Batch], pad_id: i
   """float32 [windows, H]: every batch through `embed_batch`.
 
   Each shape is compiled in a thread pool as soon as the plan is known, so
-  compilation overlaps with running the buckets before it. Results are
+  compilation overlaps with running the shapes before it. Results are
   fetched one batch late, keeping the device busy while the host packs.
   """
+  cfg = model.config
+  position_offset = cfg.pad_token_id + 1 if cfg.position_ids == "roberta" else 0
+  num_segments = batches[0].windows.shape[1]
   shapes = list(dict.fromkeys(b.shape for b in batches))
 
   def compile_shape(shape):
     spec = jax.ShapeDtypeStruct(shape, jnp.int32)
-    return embed_batch.lower(params, spec, spec, spec, model=model, pooling=pooling, normalize=normalize).compile()
+    return embed_batch.lower(params, spec, spec, spec, spec, model=model, pooling=pooling, normalize=normalize,
+                             num_segments=num_segments).compile()
 
-  out = np.zeros((len(windows.ids), model.config.hidden_size), np.float32)
+  out = np.zeros((len(windows.ids), cfg.hidden_size), np.float32)
   with concurrent.futures.ThreadPoolExecutor(max(1, min(len(shapes), os.cpu_count() or 1))) as pool:
     programs = {shape: pool.submit(compile_shape, shape) for shape in shapes}
     in_flight = None
     for batch in batches:
-      result = programs[batch.shape].result()(params, *pack(windows, batch, pad_id))
+      result = programs[batch.shape].result()(params, *pack(windows, batch, pad_id, position_offset))
       if in_flight is not None:
         _store(out, *in_flight, progress)
       in_flight = (batch, result)
@@ -365,8 +450,9 @@ def run_batches(model, params, windows: Windows, batches: list[Batch], pad_id: i
 
 
 def _store(out: np.ndarray, batch: Batch, result: jax.Array, progress: Progress) -> None:
-  out[batch.rows] = np.asarray(result)[:len(batch.rows)]
-  progress.update(batch.rows)
+  used = batch.windows >= 0
+  out[batch.windows[used]] = np.asarray(result)[used]
+  progress.update(batch.windows[used])
 
 
 def merge_windows(vectors: np.ndarray, windows: Windows, num_texts: int, pooling: str) -> np.ndarray:
@@ -413,7 +499,7 @@ def load(path: str, dtype: str | None = None):
 
 def embed_texts(model, texts: Sequence[str], *, pooling: str | None = None, normalize: bool | None = None,
                 max_length: int | None = None, long_inputs: str = "truncate",
-                batch_size: int = DEFAULT_BATCH_SIZE, dtype: str | None = None,
+                batch_size: int | None = None, dtype: str | None = None,
                 progress: bool = False) -> np.ndarray:
   """Embeds texts -> float32 [len(texts), hidden], row i for texts[i].
 
@@ -437,19 +523,22 @@ def embed_texts(model, texts: Sequence[str], *, pooling: str | None = None, norm
   return _embed(model, params, tokenizer, list(texts), settings, batch_size, progress)
 
 
-def _embed(model, params, tokenizer, texts: list[str], settings: Settings, batch_size: int,
+def _embed(model, params, tokenizer, texts: list[str], settings: Settings, batch_size: int | None,
            progress: bool) -> np.ndarray:
   for i, text in enumerate(texts):
     if not isinstance(text, str):
       raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
-  if batch_size < 1:
+  if batch_size is not None and batch_size < 1:
     raise EmbedError(f"batch_size={batch_size}: must be >= 1")
   if not texts:
     return np.zeros((0, model.config.hidden_size), np.float32)
   windows = tokenize(tokenizer, texts, settings.max_length, settings.long_inputs == "chunk")
   merged = len(windows.ids) > len(texts)
   pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else model.config.pad_token_id
-  batches = plan_batches(windows.lengths, settings.max_length, batch_size)
+  tokens_per_batch = TOKENS_PER_BATCH_CPU if jax.default_backend() == "cpu" else TOKENS_PER_BATCH_ACCELERATOR
+  # DeBERTa-v2's convolution sees neighbouring tokens, which packing would make other texts.
+  batches = plan_batches(windows.lengths, settings.max_length, batch_size, tokens_per_batch,
+                         pack=not model.config.conv_kernel_size)
   meter = Progress(len(texts), windows.owner, progress)
   # Windows are normalized after merging, so the program normalizes only when nothing merges.
   vectors = run_batches(model, params, windows, batches, pad_id, settings.pooling,
@@ -496,7 +585,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--max_length", type=int, default=None,
                       help="tokens per sequence (default: max_seq_length, else min(512, position table))")
   parser.add_argument("--long_inputs", choices=LONG_INPUTS, default="truncate")
-  parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per batch (at most)")
+  parser.add_argument("--batch_size", type=int, default=None,
+                      help="rows per batch (a row packs several short texts); default: ~4096 tokens per batch "
+                           "on CPU, ~16384 on accelerators")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
   parser.add_argument("--allow_empty_lines", action="store_true", help="embed empty lines as empty strings")
   parser.add_argument("--compilation_cache", action=argparse.BooleanOptionalAction, default=True,

@@ -48,3 +48,23 @@ def test_enhanced_mask_decoder_wiring():
   assert np.abs(out.logits - reference.logits).max() > 1e-3
   with pytest.raises(ValueError, match="emd_layers needs"):
     cfg.replace(scan_layers=True)
+
+
+def test_activations_match_their_formulas():
+  from scipy.special import erf
+
+  from bert_jax.models.config import ACTIVATIONS
+  from bert_jax.models.layers import activation
+  x = np.linspace(-6, 6, 241)
+  tanh_gelu = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+  sigmoid = 1 / (1 + np.exp(-x))
+  formulas = {
+      "gelu": 0.5 * x * (1 + erf(x / np.sqrt(2))), "gelu_python": 0.5 * x * (1 + erf(x / np.sqrt(2))),
+      "gelu_new": tanh_gelu, "gelu_pytorch_tanh": tanh_gelu, "gelu_fast": tanh_gelu, "gelu_accurate": tanh_gelu,
+      "quick_gelu": x / (1 + np.exp(-1.702 * x)), "relu": np.maximum(x, 0), "relu6": np.clip(x, 0, 6),
+      "leaky_relu": np.where(x > 0, x, 0.01 * x), "silu": x * sigmoid, "swish": x * sigmoid,
+      "mish": x * np.tanh(np.log1p(np.exp(x))), "tanh": np.tanh(x), "sigmoid": sigmoid, "linear": x,
+  }
+  assert set(formulas) == set(ACTIVATIONS)
+  for name, expected in formulas.items():
+    np.testing.assert_allclose(activation(name)(jnp.asarray(x, jnp.float32)), expected, atol=2e-6, err_msg=name)

@@ -12,7 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh", "quick_gelu")
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python", "gelu_accurate", "quick_gelu",
+               "relu", "relu6", "leaky_relu", "silu", "swish", "mish", "tanh", "sigmoid", "linear")
 
 
 @dataclasses.dataclass(frozen=True)

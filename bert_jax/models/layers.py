@@ -28,10 +28,17 @@ def activation(name: str):
       "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
       "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
       "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+      "gelu_python": functools.partial(jax.nn.gelu, approximate=False),
+      "gelu_accurate": functools.partial(jax.nn.gelu, approximate=True),
       "relu": jax.nn.relu,
+      "relu6": jax.nn.relu6,
+      "leaky_relu": jax.nn.leaky_relu,
       "silu": jax.nn.silu,
       "swish": jax.nn.silu,
+      "mish": jax.nn.mish,
       "tanh": jnp.tanh,
+      "sigmoid": jax.nn.sigmoid,
+      "linear": lambda x: x,
   }
   if name not in table:
     raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")

@@ -188,6 +188,39 @@ CASES: dict[str, dict] = {
                     position_biased_input=False, type_vocab_size=0, layer_norm_eps=1e-7,
                     pad_token_id=0),
     ),
+    "bert_relu": dict(
+        family="bert", seq_len=19,
+        config=dict(vocab_size=97, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=50, hidden_act="relu", max_position_embeddings=32,
+                    type_vocab_size=1, layer_norm_eps=1e-12, pad_token_id=0),
+    ),
+    "deberta_v1_talking": dict(
+        # Talking heads: logits and probabilities mixed across heads.
+        family="deberta", seq_len=22,
+        config=dict(vocab_size=107, hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
+                    intermediate_size=57, hidden_act="gelu", max_position_embeddings=40,
+                    relative_attention=True, pos_att_type=["c2p", "p2c"], max_relative_positions=12,
+                    position_biased_input=True, type_vocab_size=2, layer_norm_eps=1e-7,
+                    pad_token_id=0, talking_head=True),
+    ),
+    "deberta_v2_grouped_conv": dict(
+        # Grouped conv with a wider kernel, silu. (attention_head_size != hidden / heads breaks the reference itself.)
+        family="deberta-v2", seq_len=26,
+        config=dict(vocab_size=121, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=47, hidden_act="silu",
+                    max_position_embeddings=40, relative_attention=True, position_buckets=10,
+                    max_relative_positions=30, share_att_key=True, pos_att_type=["c2p", "p2c"],
+                    norm_rel_ebd="layer_norm", conv_kernel_size=5, conv_groups=2, conv_act="tanh",
+                    position_biased_input=False, type_vocab_size=0, layer_norm_eps=1e-7, pad_token_id=0),
+    ),
+    "deberta_v2_no_relative": dict(
+        # relative_attention off, but pos_att_type still enters the scale factor.
+        family="deberta-v2", seq_len=18,
+        config=dict(vocab_size=99, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=41, hidden_act="gelu", max_position_embeddings=32,
+                    relative_attention=False, pos_att_type=["c2p", "p2c"], position_biased_input=True,
+                    type_vocab_size=2, layer_norm_eps=1e-7, pad_token_id=0),
+    ),
 }
 
 FAMILIES = {
