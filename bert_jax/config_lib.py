@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.packing = False          # pack several examples per row with segment-aware attention
   c.data.cache_dir = ""           # prepared shards; empty = WORKDIR/prepared
   c.data.num_workers = 0          # grain worker processes (0 = in-process)
+  c.data.shuffle = True           # a new example order every epoch
+  c.data.per_process_shards = False  # True: each process prepares only its documents (batches then
+                                     # depend on the process count); False: same batches on any count
 
   c.model = model_section(models.build("bert", "tiny"))
 

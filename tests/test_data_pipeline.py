@@ -237,6 +237,14 @@ def test_same_seed_same_batches_and_processes_disjoint(corpus, tmp_path, tokeniz
   other = take(pd.make_loader(cfg, "mlm", tokenizer, global_batch_size=8, seed=4), 1)[0]
   assert not np.array_equal(first[0]["input_ids"], other["input_ids"])
 
+  # Default: each process reads its rows of the same global batches, so any process count sees the same data.
+  halves = [take(pd.make_loader(cfg, "mlm", tokenizer, global_batch_size=8, seed=3, process_index=index,
+                                process_count=2), 4) for index in range(2)]
+  for whole, top, bottom in zip(first, *halves):
+    for key in whole:
+      np.testing.assert_array_equal(np.concatenate([top[key], bottom[key]]), whole[key], err_msg=key)
+
+  cfg.per_process_shards = True
   documents = []
   for index in range(2):
     loader = pd.make_loader(cfg, "mlm", tokenizer, global_batch_size=8, process_index=index, process_count=2)

@@ -25,6 +25,11 @@ Keys (the configs in configs/ set these; unknown keys raise):
                       the workdir is remote such as gs://: ArrayRecord shards are written locally)
   num_workers         0: batches are built in the training process (background threads);
                       N > 0: N grain worker processes
+  per_process_shards  False (default): every process prepares the same examples locally and reads its
+                      rows of each global batch, so a run gives the same batches, and losses, on any
+                      number of processes; True: process i prepares and reads only documents
+                      i, i+n, ... (scales to corpora too big to prepare on every host, but the batches
+                      then depend on the process count)
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ DEFAULTS = {
     "shuffle": True,
     "cache_dir": "",
     "num_workers": 0,
+    "per_process_shards": False,
 }
 
 

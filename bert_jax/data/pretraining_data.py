@@ -80,6 +80,16 @@ class _EpochOf:
     return np.array([example, position // self.num_examples, 1], dtype=np.int64)
 
 
+class _RowsOf:
+  """A global batch of row specs [global B, 3] -> this process's consecutive slice [B, 3]."""
+
+  def __init__(self, process_index: int, batch_size: int):
+    self.start, self.stop = process_index * batch_size, (process_index + 1) * batch_size
+
+  def __call__(self, rows: np.ndarray) -> np.ndarray:
+    return rows[self.start:self.stop]
+
+
 class _ValidationRows:
   """Validation batch number -> int64 [B, 3] (example, 0, weight) for this process's slice."""
 
@@ -183,21 +193,28 @@ def make_loader(
   spec = masking.MaskingSpec.from_tokenizer(tokenizer, mask_rate=config.mask_rate,
                                             max_predictions=config.max_predictions,
                                             whole_word=config.whole_word_masking)
-  prepared = prepare_lib.prepare(config, objective, tokenizer, split=split, seed=seed, process_index=process_index,
-                                 process_count=process_count, out_dir=_cache_dir(config, workdir))
+  # Without per-process shards every process prepares the same examples, so the global batches
+  # (and the losses) do not depend on how many processes read them.
+  shard_index, shard_count = (process_index, process_count) if config.per_process_shards else (0, 1)
+  prepared = prepare_lib.prepare(config, objective, tokenizer, split=split, seed=seed, process_index=shard_index,
+                                 process_count=shard_count, out_dir=_cache_dir(config, workdir))
   source = grain.sources.ArrayRecordDataSource(prepared.paths)
   count = len(source)
   if count != prepared.num_examples:
     raise ValueError(f"{prepared.directory}: shards hold {count} examples, manifest says {prepared.num_examples}")
   train = split == "train"
   build = _BuildBatch(source, prepared.format, tokenizer, spec, max_length=config.max_length, seed=seed,
-                      stream=process_index if train else _VALIDATION_STREAM, dynamic=train and config.dynamic_masking,
+                      stream=shard_index if train else _VALIDATION_STREAM, dynamic=train and config.dynamic_masking,
                       pair_labels=prepared.settings.has_pair_labels)
   if train:
     rows = grain.MapDataset.range(count)
     if config.shuffle:
-      rows = rows.shuffle(seed=_seed32("shuffle", seed, process_index))
-    rows = rows.repeat().map_with_index(_EpochOf(count)).batch(batch_size, drop_remainder=True)
+      rows = rows.shuffle(seed=_seed32("shuffle", seed, shard_index))
+    rows = rows.repeat().map_with_index(_EpochOf(count))
+    if config.per_process_shards:
+      rows = rows.batch(batch_size, drop_remainder=True)
+    else:
+      rows = rows.batch(global_batch_size, drop_remainder=True).map(_RowsOf(process_index, batch_size))
     num_batches = None
   else:
     num_batches = math.ceil(count / global_batch_size)
