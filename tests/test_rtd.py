@@ -38,7 +38,7 @@ def _grads(objective, params, batch, term):
   def loss(p):
     sums = objective.sums(p, batch, jax.random.key(1))
     return sums[f"{term}_loss"]
-  return jax.grad(loss)(params)
+  return jax.jit(jax.grad(loss))(params)
 
 
 @pytest.mark.parametrize("sharing", ["gdes", "shared", "none"])
