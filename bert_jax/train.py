@@ -162,11 +162,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   abstract_with_shardings = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                          abstract_state, shardings)
 
-  # Data: each process reads its own shard; the iterator position is part of the checkpoint.
-  loader = pretraining_data.make_loader(
-      config.data, config.objective, tokenizer, split="train", global_batch_size=config.batch_size,
-      seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
-  train_iter = iter(loader)
+  # Data (skipped when only initialising): the iterator position is part of the checkpoint.
+  train_iter = None
+  if total_steps > 0:
+    loader = pretraining_data.make_loader(
+        config.data, config.objective, tokenizer, split="train", global_batch_size=config.batch_size,
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
+    train_iter = iter(loader)
 
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
   state, start_step = checkpointer.restore_latest(abstract_with_shardings, train_iter)
