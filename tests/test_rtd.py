@@ -1,5 +1,6 @@
 """Replaced-token detection: corruption by hand, and where each loss's gradient flows under each sharing mode."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -28,9 +29,8 @@ def _setup(sharing):
            "masked_positions": positions, "masked_ids": np.take_along_axis(ids, positions, 1),
            "masked_weights": np.ones(positions.shape, np.float32)}
   batch["input_ids"][:, [2, 5, 7]] = 4
-  params = jax.tree.map(lambda x: x, objective.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
-                                                     jnp.asarray(ids)))
-  params = jax.tree.map(lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "names"))
+  init = jax.jit(lambda i: nn.meta.unbox(objective.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, i)))
+  params = init(jnp.asarray(ids))
   return objective, params, batch
 
 
@@ -60,7 +60,7 @@ def test_gradient_flow_by_sharing_mode(sharing):
 
 def test_labels_mark_exactly_the_changed_tokens():
   objective, params, batch = _setup("gdes")
-  sums = objective.sums(params, batch, jax.random.key(3))
+  sums = jax.jit(objective.sums)(params, batch, jax.random.key(3))
   # Sampled tokens that equal the original count as original: at most 3 replaced per row.
   assert 0 <= float(sums["replaced"]) <= 12
   assert float(sums["rtd_count"]) == 48
