@@ -62,6 +62,12 @@ TOKENS_PER_BATCH_CPU = 4096
 TOKENS_PER_BATCH_ACCELERATOR = 16384
 # A packed row holds at most length // 4 texts (the shortest text is [CLS] [SEP]).
 TOKENS_PER_SEGMENT = 4
+# Cost model for choosing shapes: a row of l tokens costs l * (1 + l / 512) tokens' worth
+# (attention, [l, l] per head, grows with the row; measured ~+25% at l = 128 on CPU), and
+# compiling one more shape costs as much as running this many tokens.
+ATTENTION_COST_LENGTH = 512
+COMPILE_COST_TOKENS_CPU = 3_000
+COMPILE_COST_TOKENS_ACCELERATOR = 1_000_000
 PROGRESS_MIN_TEXTS = 1000
 CACHE_DIR = os.path.join("~", ".cache", "bert_jax", "jax_cache")
 _KNOWN_ST_MODULES = ("Transformer", "Pooling", "Normalize")
@@ -174,6 +180,8 @@ def read_lines(path: str, allow_empty: bool = False) -> list[str]:
   if lines[-1] == "":
     lines.pop()
   lines = [line.removesuffix("\r") for line in lines]
+  if not lines:
+    raise EmbedError(f"input {path} is empty: expected one text per line")
   if not allow_empty:
     for number, line in enumerate(lines, 1):
       if not line.strip():
@@ -258,70 +266,88 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, chunk: bool) -> W
 
 
 def bucket_length(length: int, max_length: int) -> int:
-  """Padded length of a row: multiples of 16 up to 128, of 32 up to 256, then of 64; <= max_length."""
-  step = 16 if length <= 128 else 32 if length <= 256 else 64
+  """Padded length of a row: multiples of 8 up to 128, of 16 up to 256, then of 64; <= max_length."""
+  step = 8 if length <= 128 else 16 if length <= 256 else 64
   return min(-(-length // step) * step, max_length)
 
 
-def pack_length(lengths: np.ndarray, max_length: int) -> int:
-  """Row length that short windows are packed into: a power of two >= 128 holding 90% of them whole."""
-  typical = int(np.percentile(lengths, 90))
-  return min(max_length, max(128, 1 << (typical - 1).bit_length()))
+def pack_rows(lengths: np.ndarray, row_length: int) -> list[list[int]]:
+  """Windows packed into rows of at most row_length tokens: [rows][segments] window indices.
 
-
-def pack_rows(lengths: np.ndarray, row_length: int, max_segments: int) -> list[list[int]]:
-  """Windows no longer than row_length packed into rows: [rows][segments] window indices.
-
-  Each row starts from the longest window left, adds more long ones while they
-  fit, then fills the rest with the shortest: O(windows) and ~95% full rows.
+  Each row starts from the longest window left (alone if longer than
+  row_length), adds more long ones while they fit, then fills the rest with
+  the shortest: O(windows), and rows come out nearly full.
   """
   order = np.argsort(lengths, kind="stable")
-  order = order[lengths[order] <= row_length]
+  sizes = lengths[order].tolist()
   low, high, rows = 0, len(order) - 1, []
   while low <= high:
-    row, room = [], row_length
-    while high >= low and len(row) < max_segments and lengths[order[high]] <= room:
+    row, room = [int(order[high])], row_length - sizes[high]
+    high -= 1
+    while high >= low and sizes[high] <= room and len(row) < row_length // TOKENS_PER_SEGMENT:
       row.append(int(order[high]))
-      room -= int(lengths[order[high]])
+      room -= sizes[high]
       high -= 1
-    while low <= high and len(row) < max_segments and lengths[order[low]] <= room:
+    while low <= high and sizes[low] <= room and len(row) < row_length // TOKENS_PER_SEGMENT:
       row.append(int(order[low]))
-      room -= int(lengths[order[low]])
+      room -= sizes[low]
       low += 1
     rows.append(row)
   return rows
 
 
+def row_lengths(lengths: np.ndarray, rows: list[list[int]], max_length: int) -> np.ndarray:
+  """The padded length of each row: int [rows]."""
+  return np.array([bucket_length(int(lengths[row].sum()), max_length) for row in rows], np.int64)
+
+
+def plan_cost(lengths: np.ndarray, row_length: int, max_length: int, compile_cost: float) -> float:
+  """Estimated cost of packing into rows of row_length, in token units (see choose_row_length)."""
+  padded = row_lengths(lengths, pack_rows(lengths, row_length), max_length)
+  return float(np.sum(padded * (1 + padded / ATTENTION_COST_LENGTH))) + compile_cost * len(np.unique(padded))
+
+
+def choose_row_length(lengths: np.ndarray, max_length: int, compile_cost: float) -> int:
+  """The packing row length that minimizes padded tokens (attention weighted) plus compilation.
+
+  Longer rows waste less at their end but pay for attention across the
+  whole row; every distinct padded length is one more program to compile.
+  Decided on an evenly spaced sample of at most 2048 windows.
+  """
+  sample = np.sort(lengths)[np.linspace(0, len(lengths) - 1, min(len(lengths), 2048)).astype(np.int64)]
+  scale = len(lengths) / len(sample)
+  candidates = sorted({bucket_length(n, max_length) for n in range(16, min(max_length, 256) + 1)})
+  return min(candidates, key=lambda n: plan_cost(sample, n, max_length, compile_cost / scale))
+
+
 @dataclasses.dataclass(frozen=True)
 class Batch:
-  windows: np.ndarray      # int [rows, max_segments]: the window in each segment of each row; -1 = none
+  windows: np.ndarray      # int [rows, segments]: the window in each segment of each row; -1 = none
   shape: tuple[int, int]   # (rows, length) the batch is padded to
 
 
-def plan_batches(lengths: np.ndarray, max_length: int, rows_per_batch: int | None, tokens_per_batch: int,
-                 pack: bool = True) -> list[Batch]:
-  """Windows into batches with few static shapes.
+def plan_batches(lengths: np.ndarray, max_length: int, rows_per_batch: int | None, *, tokens_per_batch: int,
+                 compile_cost: float, pack: bool = True) -> list[Batch]:
+  """Windows into batches of a few static shapes.
 
-  Short windows share rows of one length (`pack_length`), each in its own
-  segment; a longer window gets a row to itself, padded to `bucket_length`.
-  Without pack (a DeBERTa-v2 conv would mix neighbouring segments) every
-  window gets its own row. One shape per row length: rows_per_batch, or
-  tokens_per_batch // length, capped by the rows there are (a power of two).
+  Windows share rows (each in its own segment) of `choose_row_length`
+  tokens; a longer window gets a row to itself. Without pack (DeBERTa-v2's
+  convolution would see the neighbouring texts) every window is alone in its
+  row. Rows are padded to `bucket_length`; each padded length is one shape
+  (rows_per_batch, or tokens_per_batch // length, at most the rows there are
+  rounded up to a power of two).
   """
-  packed_length = pack_length(lengths, max_length) if pack else 0
-  max_segments = max(1, packed_length // TOKENS_PER_SEGMENT)
-  rows = pack_rows(lengths, packed_length, max_segments) if pack else []
-  alone = np.flatnonzero(lengths > packed_length)
-  rows += [[int(w)] for w in alone[np.argsort(-lengths[alone], kind="stable")]]
-  row_lengths = [packed_length if len(row) > 1 or lengths[row[0]] <= packed_length
-                 else bucket_length(int(lengths[row[0]]), max_length) for row in rows]
+  row_length = choose_row_length(lengths, max_length, compile_cost) if pack else 0
+  rows = pack_rows(lengths, row_length) if pack else [[int(w)] for w in np.argsort(-lengths, kind="stable")]
+  padded = row_lengths(lengths, rows, max_length)
+  segments = max(len(row) for row in rows)
   batches = []
-  for length in sorted(set(row_lengths), reverse=True):
-    members = [row for row, n in zip(rows, row_lengths) if n == length]
+  for length in sorted(set(padded.tolist()), reverse=True):
+    members = [row for row, n in zip(rows, padded) if n == length]
     size = rows_per_batch or max(1, tokens_per_batch // length)
     size = min(size, 1 << (len(members) - 1).bit_length())
     for i in range(0, len(members), size):
-      windows = np.full((size, max_segments), -1, np.int64)
+      windows = np.full((size, segments), -1, np.int64)
       for r, row in enumerate(members[i:i + size]):
         windows[r, :len(row)] = row
       batches.append(Batch(windows, (size, length)))
@@ -535,9 +561,11 @@ def _embed(model, params, tokenizer, texts: list[str], settings: Settings, batch
   windows = tokenize(tokenizer, texts, settings.max_length, settings.long_inputs == "chunk")
   merged = len(windows.ids) > len(texts)
   pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else model.config.pad_token_id
-  tokens_per_batch = TOKENS_PER_BATCH_CPU if jax.default_backend() == "cpu" else TOKENS_PER_BATCH_ACCELERATOR
+  cpu = jax.default_backend() == "cpu"
   # DeBERTa-v2's convolution sees neighbouring tokens, which packing would make other texts.
-  batches = plan_batches(windows.lengths, settings.max_length, batch_size, tokens_per_batch,
+  batches = plan_batches(windows.lengths, settings.max_length, batch_size,
+                         tokens_per_batch=TOKENS_PER_BATCH_CPU if cpu else TOKENS_PER_BATCH_ACCELERATOR,
+                         compile_cost=COMPILE_COST_TOKENS_CPU if cpu else COMPILE_COST_TOKENS_ACCELERATOR,
                          pack=not model.config.conv_kernel_size)
   meter = Progress(len(texts), windows.owner, progress)
   # Windows are normalized after merging, so the program normalizes only when nothing merges.

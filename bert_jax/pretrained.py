@@ -154,7 +154,7 @@ def save_pretrained(path: str, model: EncoderModel, params: Mapping, *, tokenize
   with open(os.path.join(tmp, META_FILE), "w") as f:
     json.dump(meta, f, indent=2)
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(tmp, "params"), jax.tree.map(np.asarray, dict(params)))
+    ckptr.save(os.path.join(tmp, "params"), jax.tree.map(np.asarray, unbox(dict(params))))
     ckptr.wait_until_finished()
   if tokenizer_from:
     copy_tokenizer_files(tokenizer_from, tmp)
@@ -240,7 +240,7 @@ def export_hf(path: str, model: EncoderModel, params: Mapping, *, legacy: bool =
   """Writes a Hugging Face folder (config.json + model.safetensors) that transformers loads."""
   from safetensors.numpy import save_file
   cfg = model.config
-  params = jax.tree.map(np.asarray, dict(params))
+  params = jax.tree.map(np.asarray, unbox(dict(params)))  # accepts model.init's boxed params too
   if cfg.scan_layers:
     params = layout.unstack_layers(params)
     cfg = cfg.replace(scan_layers=False)
