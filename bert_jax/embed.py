@@ -301,10 +301,29 @@ def row_lengths(lengths: np.ndarray, rows: list[list[int]], max_length: int) -> 
   return np.array([bucket_length(int(lengths[row].sum()), max_length) for row in rows], np.int64)
 
 
+def row_cost(length: np.ndarray) -> np.ndarray:
+  """Running a row of `length` tokens, in tokens' worth: attention grows with the row."""
+  return length * (1 + length / ATTENTION_COST_LENGTH)
+
+
+def merge_rare_lengths(padded: np.ndarray, compile_cost: float) -> np.ndarray:
+  """Pads the rows of a length up to the next longer one where that costs less than compiling it.
+
+  padded: int [rows]. Returns the new padded lengths [rows], fewer distinct values.
+  """
+  padded = padded.copy()
+  lengths = np.unique(padded)
+  for shorter, longer in zip(lengths[:-1], lengths[1:]):
+    rows = padded == shorter
+    if rows.sum() * (row_cost(longer) - row_cost(shorter)) < compile_cost:
+      padded[rows] = longer
+  return padded
+
+
 def plan_cost(lengths: np.ndarray, row_length: int, max_length: int, compile_cost: float) -> float:
   """Estimated cost of packing into rows of row_length, in token units (see choose_row_length)."""
-  padded = row_lengths(lengths, pack_rows(lengths, row_length), max_length)
-  return float(np.sum(padded * (1 + padded / ATTENTION_COST_LENGTH))) + compile_cost * len(np.unique(padded))
+  padded = merge_rare_lengths(row_lengths(lengths, pack_rows(lengths, row_length), max_length), compile_cost)
+  return float(np.sum(row_cost(padded))) + compile_cost * len(np.unique(padded))
 
 
 def choose_row_length(lengths: np.ndarray, max_length: int, compile_cost: float) -> int:
@@ -339,7 +358,7 @@ def plan_batches(lengths: np.ndarray, max_length: int, rows_per_batch: int | Non
   """
   row_length = choose_row_length(lengths, max_length, compile_cost) if pack else 0
   rows = pack_rows(lengths, row_length) if pack else [[int(w)] for w in np.argsort(-lengths, kind="stable")]
-  padded = row_lengths(lengths, rows, max_length)
+  padded = merge_rare_lengths(row_lengths(lengths, rows, max_length), compile_cost)
   segments = max(len(row) for row in rows)
   batches = []
   for length in sorted(set(padded.tolist()), reverse=True):
