@@ -25,11 +25,14 @@ first vectors; max takes the maximum. Normalization comes after merging.
 Python: `embed_texts(path_or_(model, params, tokenizer), texts, ...)` -> float32
 [len(texts), hidden]; the CLI is a thin layer over it.
 
-Speed: texts are tokenized in one parallel call, sorted by length and batched
-into a few static shapes (length buckets), so XLA compiles a handful of
-programs, concurrently and while earlier buckets run. The CLI keeps compiled
-programs in a persistent cache (~/.cache/bert_jax/jax_cache, or
-$JAX_COMPILATION_CACHE_DIR) so repeat runs skip compilation.
+Speed: texts are tokenized in one parallel call, then packed: several short
+texts share one row of the batch, each in its own attention segment with its
+own positions, so the model sees almost no padding. Row lengths are chosen from
+the data (a cost model trades padding and attention against compilations), so
+XLA compiles a handful of programs (3 for the 7,960 movie sentences on CPU),
+concurrently and while earlier shapes run. The CLI keeps compiled programs in
+a persistent cache (~/.cache/bert_jax/jax_cache, or $JAX_COMPILATION_CACHE_DIR;
+--no-compilation_cache turns it off) so repeat runs skip compilation.
 """
 
 from __future__ import annotations
