@@ -44,9 +44,10 @@ tail -n +1 -f "$workdir/logs/process_0.log" --pid="${pids[0]}" &
 
 status=0
 for pid in "${pids[@]}"; do
-  if ! wait "$pid"; then
-    code=$?
-    [[ $status -eq 0 ]] && status=$code
+  code=0
+  wait "$pid" || code=$?
+  if [[ $code -ne 0 && $status -eq 0 ]]; then
+    status=$code
   fi
 done
 exit "$status"
