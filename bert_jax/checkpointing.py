@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import grain.checkpoint as grain_ckpt
 import jax
@@ -76,15 +75,3 @@ class Checkpointer:
     self.manager.wait_until_finished()
     self.manager.close()
 
-
-def restore_params_only(directory: str, abstract_params: Any) -> tuple[Any, int]:
-  """Params of the newest checkpoint of a training run (for evaluation, export or init_from)."""
-  checkpointer = Checkpointer(directory, async_save=False)
-  steps = checkpointer.steps()
-  if not steps:
-    raise FileNotFoundError(f"{directory}: no checkpoint steps")
-  step = steps[-1]
-  restored = checkpointer.manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(partial_restore=True)))
-  checkpointer.close()
-  return restored["state"]["params"], step
