@@ -17,6 +17,8 @@ CORE = [
     "safetensors",
     "numpy",
     "tensorboardX",  # TensorBoard event files without TensorFlow
+    "bm25s",  # lexical half of hybrid search (numpy + scipy only)
+    "scipy",
 ]
 
 EXTRAS = {
