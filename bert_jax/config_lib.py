@@ -57,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1_000      # steps between checkpoints (a final one is always written)
   c.keep_checkpoints = 3          # newest checkpoints kept
   c.init_from = ""                # bert_jax checkpoint or Hugging Face folder to start from
-  c.objective = "mlm"             # mlm | mlm_nsp | mlm_sop | rtd
+  c.objective = "mlm"             # mlm | mlm_nsp | mlm_sop | rtd | distill_mlm
   c.nonfinite = "stop"            # stop | skip: what a non-finite loss/gradient does
   c.profile_steps = 0             # >0: write a jax profiler trace of that many steps after warm-up
 
@@ -110,6 +110,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.rtd.generator_depth_scale = 1.0  # generator layers relative to the discriminator (DeBERTa-v3: 0.5, width 1)
   c.rtd.discriminator_weight = 50.0  # lambda in L = L_mlm + lambda L_rtd
   c.rtd.embedding_sharing = "gdes"  # gdes (DeBERTa-v3) | shared (ELECTRA) | none
+
+  # objective "distill_mlm": config.model is the student (bert_jax/tasks/distillation.py). The
+  # alphas weigh per-position means; the defaults are DistilBERT's (alpha_ce 5, alpha_mlm 2,
+  # alpha_cos 1, T = 2); MiniLM instead uses alpha_attention = alpha_value = 1, the others 0.
+  c.distill = ml_collections.ConfigDict()
+  c.distill.teacher = ""          # teacher folder: bert_jax checkpoint or Hugging Face (same vocabulary)
+  c.distill.temperature = 2.0     # softmax temperature of the soft targets (the KL is scaled by T^2)
+  c.distill.alpha_kd = 5.0        # soft-target KL(teacher || student) at the masked positions
+  c.distill.alpha_mlm = 2.0       # hard-label MLM cross entropy
+  c.distill.alpha_cosine = 1.0    # 1 - cos(student, teacher) of the last hidden states, per token
+  c.distill.alpha_hidden = 0.0    # MSE of the last hidden states, per token (projected when widths differ)
+  c.distill.alpha_attention = 0.0  # KL of the last layer's attention maps (MiniLM; equal head counts)
+  c.distill.alpha_value = 0.0     # KL of the last layer's value relations softmax(V V^T / sqrt(d)) (MiniLM)
+  c.distill.teacher_layer = -1    # teacher layer matched to the student's last: -1 = last, k = k-th (1-based)
+  c.distill.init_from_teacher = False  # fresh runs: copy embeddings, heads and evenly spread teacher layers
+                                       # (6 of 12: 0,2,4,7,9,11; DistilBERT), after init_from; equal widths
   return c
 
 
@@ -131,4 +147,66 @@ def pretrain_config(family: str, size: str) -> ml_collections.ConfigDict:
   if family == "albert":
     c.optimizer.name = "lamb"
     c.optimizer.learning_rate = 1.76e-3 if size in ("base", "large", "xlarge", "xxlarge") else 1e-3
+  return c
+
+
+BUNDLED_SENTIMENT = os.path.join(REPO_ROOT, "data", "movie_sentiment.{}.tsv")
+
+# Task -> settings that differ from the common fine-tuning defaults below.
+FINETUNE_TASKS = {
+    "classify": {"best_metric": "accuracy"},
+    "regress": {"best_metric": "spearman", "data.label_column": "score"},
+    "tag": {"best_metric": "f1", "data.max_length": 128},
+    "qa": {"best_metric": "f1", "data.max_length": 384, "optimizer.learning_rate": 3e-5, "num_epochs": 2.0,
+           "batch_size": 16},
+    "contrastive": {"best_metric": "spearman", "data.max_length": 128, "optimizer.learning_rate": 2e-5,
+                    "num_epochs": 1.0, "batch_size": 64},
+    "rerank": {"best_metric": "mrr", "data.max_length": 256, "optimizer.learning_rate": 2e-5, "num_epochs": 1.0,
+               "batch_size": 16},
+}
+
+
+def finetune_config(task: str) -> ml_collections.ConfigDict:
+  """Fine-tuning defaults for one task of the table above (see bert_jax/finetune.py)."""
+  if task not in FINETUNE_TASKS:
+    raise ValueError(f"unknown fine-tuning task {task!r}; expected one of {sorted(FINETUNE_TASKS)}")
+  c = base_config()
+  c.task = task
+  c.objective = "finetune"
+  c.seeds = 1                     # runs with seeds seed, seed+1, ...; trained together under vmap
+  c.num_epochs = 3.0              # used when total_steps <= 0
+  c.total_steps = -1              # -1: num_epochs over the training split
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.log_every = 50
+  c.eval_every = -1               # steps between evaluations; -1 = every epoch; 0 = only at the end
+  c.checkpoint_every = -1         # -1 = every epoch
+  c.keep_checkpoints = 1
+  c.best_metric = ""              # validation metric that picks the best checkpoint ("" = the task's)
+  c.pooling = "auto"              # sequence classification input: auto (the checkpoint's sentence-transformers
+                                  # pooling, else the pooler) | pooler | cls | mean
+  c.data.train = BUNDLED_SENTIMENT.format("train")
+  c.data.validation = BUNDLED_SENTIMENT.format("dev")
+  c.data.test = ""                # evaluated once at the end with the best checkpoint
+  c.data.tokenizer = ""           # "" = the init_from folder's tokenizer (bundled WordPiece without init_from)
+  c.data.text_column = "sentence"
+  c.data.pair_column = "sentence2"
+  c.data.label_column = "label"
+  c.data.tfds_data_dir = ""
+  c.data.group_by_length = True   # batches of similar lengths (less padding); still random and resumable
+  c.data.doc_stride = 128         # qa: overlap between windows of a long context
+  c.data.max_query_length = 64    # qa: question tokens kept
+  c.data.max_answer_length = 30   # qa: longest predicted answer in tokens
+  c.data.group_size = 4           # rerank: passages per query in a listwise group (1 positive)
+  c.rerank_loss = "listwise"      # rerank: listwise (softmax over the group) | pointwise (binary cross entropy)
+  c.temperature = 0.05            # contrastive: similarities divided by this (sentence-transformers' scale 20)
+  c.model = model_section(models.build("bert", "mini"))  # the from-scratch backbone (without init_from)
+  c.optimizer.learning_rate = 5e-5
+  c.optimizer.warmup_steps = 0
+  c.optimizer.warmup_ratio = 0.1
+  c.optimizer.weight_decay = 0.01
+  c.optimizer.eps = 1e-8
+  for key, value in FINETUNE_TASKS[task].items():
+    section, _, name = key.rpartition(".")
+    (c[section] if section else c)[name] = value
   return c

@@ -41,7 +41,11 @@ def main(argv):
   initialize_distributed()
   from bert_jax import train
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if "task" in FLAGS.config:
+      from bert_jax import finetune
+      finetune.finetune_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except train.NonFiniteLoss as e:
     raise SystemExit(str(e)) from None
 

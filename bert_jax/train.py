@@ -29,7 +29,9 @@ from bert_jax import checkpointing, config_lib, hardware, metrics as metrics_lib
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
 
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "rtd")
+OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "rtd", "distill_mlm")
+# Objectives whose batches are another objective's (the data pipeline knows only mlm, mlm_nsp, mlm_sop).
+DATA_OBJECTIVES = {"distill_mlm": "mlm", "rtd": "mlm"}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -65,6 +67,9 @@ def make_objective(config: ml_collections.ConfigDict, cfg: ModelConfig):
   if config.objective == "rtd":
     from bert_jax.tasks.rtd import RTDObjective
     return RTDObjective(cfg, config.rtd)
+  if config.objective == "distill_mlm":
+    from bert_jax.tasks.distillation import DistillationObjective
+    return DistillationObjective(cfg, config.distill)
   from bert_jax.tasks.mlm import MLMObjective
   return MLMObjective(cfg, with_pair=config.objective != "mlm")
 
@@ -140,6 +145,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tokenizer = load_tokenizer(config.data.tokenizer)
   check_fits(tokenizer, cfg.vocab_size)
   objective = make_objective(config, cfg)
+  if hasattr(objective, "place_teacher"):  # distillation: the frozen teacher's params, sharded like the student's
+    objective.place_teacher(mesh, rules)
+  data_objective = DATA_OBJECTIVES.get(config.objective, config.objective)
   total_steps = int(config.total_steps)
 
   # Shapes first, then shardings, then the real arrays straight into their shards.
@@ -166,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_iter = None
   if total_steps > 0:
     loader = pretraining_data.make_loader(
-        config.data, config.objective, tokenizer, split="train", global_batch_size=config.batch_size,
+        config.data, data_objective, tokenizer, split="train", global_batch_size=config.batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
     train_iter = iter(loader)
 
@@ -178,6 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(config.seed))
     if config.init_from:
       state = state.replace(params=load_init_from(config.init_from, cfg, state.params, param_shardings))
+    if hasattr(objective, "initial_params"):  # e.g. distillation's student from teacher layers
+      state = state.replace(params=objective.initial_params(state.params, param_shardings))
     writer.write(0, {"model/params": count_backbone_params(cfg),
                      "model/params_with_head": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))})
     logging.info("initialised %s (%d backbone parameters) on mesh %s", cfg.family, count_backbone_params(cfg),
@@ -198,12 +208,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_step = jax.jit(functools.partial(steps.eval_step, objective=objective),
                       in_shardings=(param_shardings, batch_sharding))
 
+  teacher_batch = getattr(objective, "teacher_batch", None)
+
   def global_batch(local: dict) -> dict:
-    return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in local.items()}
+    batch = {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in local.items()}
+    if teacher_batch is not None:
+      # Distillation: the teacher's outputs join the batch from a jitted forward of their own, so the
+      # train step stays pure and never holds the teacher's weights as constants.
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        batch = teacher_batch(batch)
+    return batch
 
   def evaluate(params) -> dict[str, float]:
     eval_loader = pretraining_data.make_loader(
-        config.data, config.objective, tokenizer, split="validation", global_batch_size=config.batch_size,
+        config.data, data_objective, tokenizer, split="validation", global_batch_size=config.batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
     totals: dict[str, float] = {}
     for i, batch in enumerate(eval_loader):

@@ -168,3 +168,14 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(corpus, tmp_p
   train.train_and_evaluate(config, str(tmp_path / "skip"))
   last = [r for r in read_metrics(tmp_path / "skip") if "train/skipped_steps" in r][-1]
   assert last["train/skipped_steps"] >= 1
+
+
+def test_rtd_pretraining_runs_end_to_end(corpus, tmp_path):
+  """ELECTRA/DeBERTa-v3 replaced-token detection through the same loop (MLM batches feed the generator)."""
+  config = quick_config(corpus, total_steps=2, eval_every=2, checkpoint_every=2)
+  config.objective = "rtd"
+  train.train_and_evaluate(config, str(tmp_path))
+  records = read_metrics(tmp_path)
+  assert sorted(losses(tmp_path)) == [1, 2] and all(np.isfinite(list(losses(tmp_path).values())))
+  last = [r for r in records if "eval/loss" in r][-1]
+  assert {"eval/mlm_accuracy", "eval/rtd_accuracy"} <= set(last), sorted(last)

@@ -2,6 +2,13 @@
 
 Shapes: x [batch, length, hidden]; q/k/v [batch, length, heads, head_dim];
 mask [batch, 1 | heads, 1 | q_length, k_length] bool (True = may attend).
+
+Attention maps for distillation (MiniLM): when the "intermediates" collection
+is mutable (`model.apply(..., mutable=["intermediates"])`), every attention
+module sows `attention_probs` [b, heads, lq, lk] float32 (post-mask softmax,
+before dropout) and `attention_values` [b, lk, heads, head_dim] float32;
+`bert_jax.models.model.collect_attention` orders them by layer. Otherwise the
+sow is a no-op and nothing extra is computed.
 """
 
 from __future__ import annotations
@@ -16,36 +23,52 @@ from bert_jax.models.layers import Dense, constrain
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, scale: float,
            bias: jax.Array | None = None, dropout: nn.Dropout | None = None, deterministic: bool = True,
-           impl: str = "xla") -> jax.Array:
+           impl: str = "xla", return_probs: bool = False):
   """softmax(scale * q.k + bias, masked) @ v with the softmax in float32.
 
   q [b, lq, h, d], k/v [b, lk, h, d], bias [b|1, h, lq, lk] (already scaled) -> [b, lq, h, d].
   Masked scores get float32's lowest value, as the reference implementations do.
+  return_probs: also return the probabilities [b, h, lq, lk] float32 (before dropout); this
+  takes the einsum path even when impl="cudnn", since the fused kernel never exposes them.
   """
-  if impl == "cudnn" and (dropout is None or deterministic):
+  if impl == "cudnn" and (dropout is None or deterministic) and not return_probs:
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, implementation="cudnn")
   scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
   if bias is not None:
     scores = scores + bias.astype(jnp.float32)
-  return softmax_values(scores, v, mask, dropout=dropout, deterministic=deterministic)
+  return softmax_values(scores, v, mask, dropout=dropout, deterministic=deterministic, return_probs=return_probs)
 
 
 def softmax_values(scores: jax.Array, v: jax.Array, mask: jax.Array | None, *,
                    dropout: nn.Dropout | None = None, deterministic: bool = True,
-                   head_weights: jax.Array | None = None) -> jax.Array:
+                   head_weights: jax.Array | None = None, return_probs: bool = False):
   """Masked float32 softmax over the last axis of scores [b, h, lq, lk], then @ v [b, lk, h, d].
 
   head_weights [h, h] mixes the probabilities across heads (DeBERTa v1 talking heads).
+  return_probs: return (context, probs) with probs [b, h, lq, lk] float32 before dropout and,
+  with talking heads, after the mixing (so those rows need not sum to 1).
   """
   scores = scores.astype(jnp.float32)
   if mask is not None:
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1)
+  recorded = probs
   if dropout is not None:
     probs = dropout(probs, deterministic=deterministic)
   if head_weights is not None:
     probs = jnp.einsum("bhqk,hg->bgqk", probs, head_weights)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+    if return_probs:
+      # Mixed again without dropout: what the layer attends with at evaluation.
+      recorded = jnp.einsum("bhqk,hg->bgqk", recorded, head_weights.astype(jnp.float32))
+  context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+  return (context, recorded) if return_probs else context
+
+
+def record_attention(module: nn.Module, probs: jax.Array, v: jax.Array) -> None:
+  """Sows the attention probabilities [b, h, lq, lk] and values [b, lk, h, d] (float32) into
+  "intermediates"; callers only compute probs when `module.is_mutable_collection("intermediates")`."""
+  module.sow("intermediates", "attention_probs", probs.astype(jnp.float32))
+  module.sow("intermediates", "attention_values", v.astype(jnp.float32))
 
 
 HEAD_ACTIVATION = ("batch", "length", "act_heads", "kv")
@@ -79,5 +102,11 @@ class SelfAttention(nn.Module):
     q = constrain(query_proj(x if query is None else query), HEAD_ACTIVATION)
     k, v = constrain(key_proj(x), HEAD_ACTIVATION), constrain(value_proj(x), HEAD_ACTIVATION)
     dropout = nn.Dropout(cfg.attention_dropout_rate) if cfg.attention_dropout_rate else None
-    return attend(q, k, v, mask, scale=cfg.dim_per_head ** -0.5, dropout=dropout,
-                  deterministic=deterministic, impl=cfg.attention_impl)
+    # Only when asked for (mutable "intermediates"): otherwise no probabilities are kept or computed.
+    record = self.is_mutable_collection("intermediates")
+    out = attend(q, k, v, mask, scale=cfg.dim_per_head ** -0.5, dropout=dropout,
+                 deterministic=deterministic, impl=cfg.attention_impl, return_probs=record)
+    if record:
+      out, probs = out
+      record_attention(self, probs, v)
+    return out

@@ -72,6 +72,9 @@ class ModelConfig:
   mlm_act: str | None = None                # MLM transform activation; None = hidden_act
   mlm_transform_size: int | None = None     # MLM transform width; None = embedding_size or hidden_size
   num_labels: int = 2                       # classes of the classification / tagging heads
+  classifier_pooling: str = "pooler"        # sequence classification input: pooler (the tanh pooler where the
+                                            # model has one, else the first token, as the reference heads) |
+                                            # cls (first token, no pooler) | mean (mask-aware mean of tokens)
 
   # Compute.
   dtype: str = "float32"                    # compute dtype; params stay float32
@@ -95,6 +98,8 @@ class ModelConfig:
     if self.emd_layers and (self.scan_layers or self.position_ids != "none" or self.share_layers != "none"):
       raise ValueError("emd_layers needs scan_layers=False, position_ids='none' (the decoder adds the absolute "
                        "positions the encoder never saw) and share_layers='none'")
+    if self.classifier_pooling not in ("pooler", "cls", "mean"):
+      raise ValueError(f"model.classifier_pooling={self.classifier_pooling!r}: expected pooler, cls or mean")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
 

@@ -193,7 +193,9 @@ class Encoder(nn.Module):
     body = ScanLayer
     if cfg.remat_policy != "none":
       body = nn.remat(ScanLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-    scanned = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+    # "intermediates" (attention maps, sown only when that collection is mutable) stack along axis 0 too.
+    scanned = nn.scan(body, variable_axes={"params": 0, "intermediates": 0},
+                      split_rngs={"params": True, "dropout": True},
                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: "layers"})
     x, ys = scanned(cfg, self.dtype, self.deterministic, emit_states=emit_states, name="layers")(x, mask, relative)

@@ -4,6 +4,12 @@
     out = model.apply({"params": params}, input_ids, attention_mask=mask, token_type_ids=types)
     out.last_hidden_state  # [batch, length, hidden] float32
     out.logits             # [batch, length, vocab] (or [batch, masked, vocab] with masked_positions)
+
+Attention maps (MiniLM-style distillation) come out of the "intermediates" collection, at
+no cost unless asked for:
+
+    out, state = model.apply({"params": params}, input_ids, mask, mutable=["intermediates"])
+    probs = collect_attention(state["intermediates"], model.config)  # [layers, batch, heads, length, length]
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import jax.numpy as jnp
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.embeddings import Embeddings
 from bert_jax.models.encoder import Encoder
-from bert_jax.models.heads import Classifier, MLMHead, Pooler, ReplacedTokenHead, gather_positions
+from bert_jax.models.heads import Classifier, MLMHead, Pooler, ReplacedTokenHead, gather_positions, mean_pool
 from bert_jax.models.layers import Embed
 
 HEADS = (None, "mlm", "pretraining", "classification", "token_classification", "qa", "rtd")
@@ -34,6 +40,32 @@ class EncoderOutput:
   pair_logits: jax.Array | None = None         # NSP / SOP [b, 2]
   start_logits: jax.Array | None = None        # span QA [b, l]
   end_logits: jax.Array | None = None          # span QA [b, l]
+
+
+def collect_attention(intermediates, cfg: ModelConfig, name: str = "attention_probs") -> jax.Array:
+  """The sown attention maps of every applied encoder layer, in the order they ran.
+
+  intermediates: the "intermediates" collection of `model.apply(..., mutable=["intermediates"])`.
+  name: "attention_probs" -> [layers, b, heads, l, l] float32 (post-mask softmax, before dropout;
+  talking heads: after the mixing), or "attention_values" -> [layers, b, l, heads, head_dim].
+  Scanned layers arrive stacked; shared ALBERT blocks hold one entry per call, replayed here in
+  the encoder's schedule (num_layers * inner_group_num maps, like hidden_states). DeBERTa's
+  enhanced mask decoder re-runs the last layer: only the encoder's own pass is returned.
+  """
+  encoder = intermediates["encoder"]
+  leaf = lambda module: module["attention"]["self"][name]
+  if cfg.share_layers == "all":
+    calls = {key: list(leaf(value)) for key, value in encoder.items() if key.startswith("group_")}
+    maps = []
+    for i in range(cfg.num_layers):
+      group = int(i / (cfg.num_layers / cfg.num_hidden_groups))  # the encoder's float division
+      maps += [calls[f"group_{group}_layer_{k}"].pop(0) for k in range(cfg.inner_group_num)]
+    return jnp.stack(maps)
+  if "layers" in encoder:  # nn.scan: one entry, stacked over layers
+    return leaf(encoder["layers"])[0]
+  if cfg.share_layers == "attention":
+    return jnp.stack(encoder["shared_attention"]["self"][name][:cfg.num_layers])
+  return jnp.stack([leaf(encoder[f"layer_{i}"])[0] for i in range(cfg.num_layers)])
 
 
 def attention_mask_4d(attention_mask: jax.Array, segment_ids: jax.Array | None = None,
@@ -88,6 +120,8 @@ class EncoderModel(nn.Module):
   def uses_pooler(self) -> bool:
     if self.with_pooler is not None:
       return self.with_pooler
+    if self.head == "classification" and self.config.classifier_pooling != "pooler":
+      return False
     return self.config.pooler == "tanh" and self.head in (None, "pretraining", "classification")
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
@@ -123,7 +157,10 @@ class EncoderModel(nn.Module):
     if self.head == "pretraining":
       out["pair_logits"] = self.pair_classifier(pooled, deterministic=self.deterministic)
     elif self.head == "classification":
-      features = pooled if pooled is not None else x[:, 0]
+      if self.config.classifier_pooling == "mean":
+        features = mean_pool(x, attention_mask)
+      else:
+        features = pooled if pooled is not None else x[:, 0]
       out["logits"] = self.classifier(features, deterministic=self.deterministic)
     elif self.head == "token_classification":
       out["logits"] = self.classifier(x, deterministic=self.deterministic)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax.models.attention import HEAD_ACTIVATION, attend, qkv_dense, softmax_values
+from bert_jax.models.attention import HEAD_ACTIVATION, attend, qkv_dense, record_attention, softmax_values
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.layers import Dense, constrain, param_with_axes, default_kernel_init
 
@@ -89,9 +89,15 @@ class DisentangledSelfAttention(nn.Module):
       bias = self.relative_scores(q, k, relative["embeddings"], query_proj, key, deterministic) * scale
 
     dropout = nn.Dropout(cfg.attention_dropout_rate) if cfg.attention_dropout_rate else None
+    # Attention maps only when asked for (mutable "intermediates"; see attention.record_attention).
+    record = self.is_mutable_collection("intermediates")
     if not cfg.talking_head:
-      return attend(q, k, v, mask, scale=scale, bias=bias, dropout=dropout, deterministic=deterministic,
-                    impl=cfg.attention_impl)
+      out = attend(q, k, v, mask, scale=scale, bias=bias, dropout=dropout, deterministic=deterministic,
+                   impl=cfg.attention_impl, return_probs=record)
+      if record:
+        out, probs = out
+        record_attention(self, probs, v)
+      return out
     # Talking heads mix the logits and the probabilities across heads.
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
     if bias is not None:
@@ -100,7 +106,12 @@ class DisentangledSelfAttention(nn.Module):
     logits_mix = param_with_axes(self, "head_logits_proj", default_kernel_init, (h, h), ("heads", "heads_out"))
     weights_mix = param_with_axes(self, "head_weights_proj", default_kernel_init, (h, h), ("heads", "heads_out"))
     scores = jnp.einsum("bhqk,hg->bgqk", scores, logits_mix)
-    return softmax_values(scores, v, mask, dropout=dropout, deterministic=deterministic, head_weights=weights_mix)
+    out = softmax_values(scores, v, mask, dropout=dropout, deterministic=deterministic, head_weights=weights_mix,
+                         return_probs=record)
+    if record:
+      out, probs = out
+      record_attention(self, probs, v)
+    return out
 
   def relative_scores(self, q, k, table, query, key, deterministic):
     """Unscaled c2p + p2c scores [b, heads, l, l] (float32)."""

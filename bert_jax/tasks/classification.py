@@ -1,0 +1,154 @@
+"""Sequence classification (`classify`) and regression (`regress`): single sentences or pairs.
+
+Inputs come from TSV/CSV/JSONL files with a header (`sentence`, optional
+`sentence2`, `label`) or from TFDS (`tfds:glue/sst2`, `tfds:glue/mnli:validation_matched`).
+Classification labels may be strings; the training file fixes the label
+vocabulary (saved with the checkpoint). Regression labels are floats (STS-B
+scores) and the head has one output trained with mean squared error.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax import evaluation
+from bert_jax.data import finetune_readers as readers
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.model import EncoderModel
+from bert_jax.tasks.base import Objective, Term, cross_entropy
+from bert_jax.tasks.finetune_task import Dataset, FinetuneTask
+from bert_jax.tasks.mlm import example_weights, forward
+
+
+def read_split(spec: str, split: str, data_config) -> readers.Table:
+  """A file path, or `tfds:NAME[:SPLIT]` (SPLIT defaults to the split being read)."""
+  if spec.startswith("tfds:"):
+    name, _, tfds_split = spec[len("tfds:"):].partition(":")
+    return readers.read_tfds(name, tfds_split or split, data_dir=data_config.get("tfds_data_dir") or None)
+  return readers.read_table(spec, text_columns=(data_config.text_column,), pair_column=data_config.pair_column,
+                            label_column=data_config.label_column)
+
+
+def encode_texts(tokenizer, sentences: list[str], pairs: list[str] | None, max_length: int) -> dict[str, np.ndarray]:
+  """Tokenizes (pairs truncated longest-first) into int32 [N, max_length] arrays + lengths [N]."""
+  arrays = tokenizer.batch(sentences, pairs, max_length=max_length)
+  arrays["lengths"] = arrays["attention_mask"].sum(axis=1).astype(np.int32)
+  return arrays
+
+
+class ClassificationObjective(Objective):
+  """Cross entropy over classes, or mean squared error on one output (regression); sums over examples."""
+
+  def __init__(self, cfg: ModelConfig, regression: bool):
+    self.regression = regression
+    self.train_model = EncoderModel(cfg, head="classification", deterministic=False)
+    self.eval_model = EncoderModel(cfg, head="classification", deterministic=True)
+    self.terms = (Term("task_loss", "task_count"),)
+
+  def init(self, rngs, input_ids):
+    return self.train_model.init(rngs, input_ids)["params"]
+
+  def sum_keys(self):
+    return ["task_loss", "task_count"] + ([] if self.regression else ["task_correct"])
+
+  def totals(self, batch):
+    return {"task_count": jnp.sum(example_weights(batch))}
+
+  def logits(self, params, batch, rng=None) -> jax.Array:
+    model = self.train_model if rng is not None else self.eval_model
+    return forward(model, params, batch, rng).logits
+
+  def sums(self, params, batch, rng):
+    weights = example_weights(batch)
+    logits = self.logits(params, batch, rng)
+    if self.regression:
+      error = logits[:, 0] - batch["labels"].astype(jnp.float32)
+      return {"task_loss": jnp.sum(jnp.square(error) * weights), "task_count": jnp.sum(weights)}
+    labels = batch["labels"].astype(jnp.int32)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return {"task_loss": jnp.sum(cross_entropy(logits, labels) * weights),
+            "task_correct": jnp.sum(correct * weights), "task_count": jnp.sum(weights)}
+
+
+class ClassifyTask(FinetuneTask):
+  """`classify`: accuracy, F1 (binary for two classes, macro otherwise), MCC."""
+
+  name = "classify"
+  head = "classification"
+  metric = "accuracy"
+  regression = False
+
+  def __init__(self, config, tokenizer):
+    super().__init__(config, tokenizer)
+    self.label_map: readers.LabelMap | None = None
+    saved = config.get("label_names")
+    if saved:
+      self.label_map = readers.LabelMap(list(saved))
+
+  def load(self, path: str, split: str) -> Dataset:
+    table = read_split(path, split, self.config.data)
+    if table.labels is None:
+      raise ValueError(f"{path}: no '{self.config.data.label_column}' column; {self.name} needs labels")
+    if self.label_map is None and not self.regression:
+      self.label_map = readers.LabelMap.from_labels(table.labels)
+    arrays = encode_texts(self.tokenizer, table.sentences, table.pairs, self.config.data.max_length)
+    lengths = arrays.pop("lengths")
+    arrays["labels"] = self.encode_labels(table, path)
+    return Dataset(arrays, ("input_ids", "attention_mask", "token_type_ids"), lengths, path,
+                   extra={"pairs": table.pairs is not None})
+
+  def encode_labels(self, table: readers.Table, path: str) -> np.ndarray:
+    where = lambda i: f"{path}:{table.line_numbers[i]}"
+    if self.regression:
+      return np.array([readers.parse_score(v, where(i)) for i, v in enumerate(table.labels)], np.float32)
+    return np.array([self.label_map.encode(v, where=where(i)) for i, v in enumerate(table.labels)], np.int32)
+
+  def metadata(self):
+    meta = {"task": self.name}
+    if self.label_map is not None:
+      meta["label_names"] = self.label_map.names
+    return meta
+
+  def num_outputs(self) -> int:
+    if self.label_map is None:
+      raise ValueError("the label vocabulary is unknown before the training split is read")
+    return self.label_map.num_classes
+
+  def model_config(self, cfg: ModelConfig) -> ModelConfig:
+    pooling = self.config.pooling
+    return cfg.replace(num_labels=self.num_outputs(), classifier_pooling=pooling)
+
+  def objective(self, cfg):
+    self._objective = ClassificationObjective(cfg, self.regression)
+    return self._objective
+
+  def predict(self, params, batch):
+    return {"logits": self._objective.logits(params, batch)}
+
+  def metrics(self, dataset, outputs):
+    labels = dataset.arrays["labels"]
+    logits = outputs["logits"]
+    result = evaluation.classification_metrics(labels, logits)
+    ce = -jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))[np.arange(len(labels)), labels]
+    result["loss"] = float(jnp.mean(ce))
+    return result
+
+
+class RegressTask(ClassifyTask):
+  """`regress`: Pearson and Spearman correlation (STS-B), mean squared error."""
+
+  name = "regress"
+  metric = "spearman"
+  regression = True
+
+  def num_outputs(self) -> int:
+    return 1
+
+  def metrics(self, dataset, outputs):
+    predictions = np.asarray(outputs["logits"])[:, 0]
+    result = evaluation.regression_metrics(dataset.arrays["labels"], predictions)
+    result["loss"] = result["mse"]
+    return result
+

@@ -1,0 +1,184 @@
+"""Contrastive sentence embeddings (`contrastive`): in-batch negatives, symmetric loss, temperature.
+
+Training rows are pairs (`sentence`, `sentence2`: an anchor and its positive)
+or triplets (plus a `negative` column: a hard negative) from TSV/CSV/JSONL.
+Each anchor must pick its positive among every positive and hard negative of
+the batch (multiple-negatives ranking loss, as sentence-transformers'
+MultipleNegativesRankingLoss); the symmetric term also makes each positive pick
+its anchor among the anchors. Similarities are cosines divided by the
+temperature. Embeddings are mean-pooled by default (`pooling`, "auto" = the
+checkpoint's own sentence-transformers pooling).
+
+Validation rows are scored pairs (`sentence`, `sentence2`, `label` = a
+similarity score, STS style): Spearman and Pearson correlation between the
+scores and the cosine similarities. The best checkpoint is written with
+sentence-transformers' module files, so `bert_jax.embed` (and
+sentence-transformers) use the same pooling and normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax import evaluation
+from bert_jax.data import finetune_readers as readers
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.heads import POOLING, l2_normalize
+from bert_jax.models.model import EncoderModel
+from bert_jax.tasks.base import Objective, Term, cross_entropy
+from bert_jax.tasks.finetune_task import Dataset, FinetuneTask
+
+SIDES = ("a", "p", "n")  # anchor, positive, hard negative
+
+
+def header_columns(path: str) -> list[str]:
+  """Column names of a TSV/CSV header or the keys of a JSONL file's first object."""
+  import gzip
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    first = f.readline().rstrip("\r\n").lstrip("\ufeff")
+  name = path[:-3] if path.endswith(".gz") else path
+  if name.endswith((".jsonl", ".json")):
+    try:
+      return list(json.loads(first))
+    except (json.JSONDecodeError, TypeError):
+      return []
+  return first.split("\t" if name.endswith(".tsv") else ",")
+
+
+def encode_side(tokenizer, texts: list[str], max_length: int, side: str) -> dict[str, np.ndarray]:
+  arrays = tokenizer.batch(texts, max_length=max_length)
+  return {f"{side}_input_ids": arrays["input_ids"], f"{side}_attention_mask": arrays["attention_mask"]}
+
+
+def embed(model: EncoderModel, params, ids: jax.Array, mask: jax.Array, pooling: str, rng=None) -> jax.Array:
+  """ids/mask [B, L] -> L2-normalised sentence embeddings [B, H] float32."""
+  out = model.apply({"params": params}, ids, mask, jnp.zeros_like(ids),
+                    rngs={"dropout": rng} if rng is not None else None)
+  return l2_normalize(POOLING[pooling](out.last_hidden_state, mask))
+
+
+class ContrastiveObjective(Objective):
+  """Symmetric in-batch-negatives cross entropy over cosine / temperature."""
+
+  def __init__(self, cfg: ModelConfig, pooling: str, temperature: float, symmetric: bool = True):
+    self.pooling, self.temperature, self.symmetric = pooling, temperature, symmetric
+    self.train_model = EncoderModel(cfg, head=None, with_pooler=False, deterministic=False)
+    self.eval_model = EncoderModel(cfg, head=None, with_pooler=False, deterministic=True)
+    self.terms = (Term("task_loss", "task_count"),)
+
+  def init(self, rngs, input_ids):
+    return self.train_model.init(rngs, input_ids)["params"]
+
+  def sum_keys(self):
+    return ["task_loss", "task_correct", "task_count"]
+
+  def totals(self, batch):
+    return {"task_count": jnp.asarray(batch["a_input_ids"].shape[0], jnp.float32)}
+
+  def embeddings(self, params, batch, side: str, rng=None) -> jax.Array:
+    model = self.train_model if rng is not None else self.eval_model
+    key = None if rng is None else jax.random.fold_in(rng, SIDES.index(side))
+    return embed(model, params, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], self.pooling, key)
+
+  def sums(self, params, batch, rng):
+    anchors = self.embeddings(params, batch, "a", rng)
+    positives = self.embeddings(params, batch, "p", rng)
+    candidates = positives
+    if "n_input_ids" in batch:
+      candidates = jnp.concatenate([positives, self.embeddings(params, batch, "n", rng)])
+    labels = jnp.arange(anchors.shape[0])
+    scores = anchors @ candidates.T / self.temperature                  # [B, B or 2B]
+    loss = cross_entropy(scores, labels)
+    if self.symmetric:
+      loss = (loss + cross_entropy(positives @ anchors.T / self.temperature, labels)) / 2
+    correct = (jnp.argmax(scores, -1) == labels).astype(jnp.float32)
+    return {"task_loss": jnp.sum(loss), "task_correct": jnp.sum(correct),
+            "task_count": jnp.asarray(loss.shape[0], jnp.float32)}
+
+
+class ContrastiveTask(FinetuneTask):
+  """`contrastive`: validation Spearman / Pearson of cosine similarity against gold scores."""
+
+  name = "contrastive"
+  head = None
+  metric = "spearman"
+  with_pooler = False
+
+  def _pooling(self) -> str:
+    return {"pooler": "cls"}.get(self.config.pooling, self.config.pooling)
+
+  def load(self, path, split):
+    data = self.config.data
+    max_length = data.max_length
+    if split == "train":
+      table = readers.read_table(path, text_columns=(data.text_column,), pair_column=data.pair_column,
+                                 require_label=False)
+      if table.pairs is None:
+        raise ValueError(f"{path}: contrastive training needs a '{data.pair_column}' column (the positive)")
+      arrays = {**encode_side(self.tokenizer, table.sentences, max_length, "a"),
+                **encode_side(self.tokenizer, table.pairs, max_length, "p")}
+      if "negative" in header_columns(path):
+        negatives = readers.read_table(path, text_columns=("negative",), pair_column=None, require_label=False)
+        arrays.update(encode_side(self.tokenizer, negatives.sentences, max_length, "n"))
+    else:
+      table = readers.read_table(path, text_columns=(data.text_column,), pair_column=data.pair_column,
+                                 label_column=data.label_column)
+      if table.pairs is None:
+        raise ValueError(f"{path}: contrastive validation needs scored pairs ('{data.text_column}', "
+                         f"'{data.pair_column}', '{data.label_column}')")
+      arrays = {**encode_side(self.tokenizer, table.sentences, max_length, "a"),
+                **encode_side(self.tokenizer, table.pairs, max_length, "p")}
+      arrays["scores"] = np.array([readers.parse_score(v, table.where(i)) for i, v in enumerate(table.labels)],
+                                  np.float32)
+    token_keys = tuple(k for k in arrays if k[0] in SIDES and k[1] == "_")
+    lengths = np.max([arrays[f"{s}_attention_mask"].sum(1) for s in SIDES if f"{s}_attention_mask" in arrays], 0)
+    return Dataset(arrays, token_keys, lengths.astype(np.int32), path)
+
+  def objective(self, cfg):
+    if self.config.optimizer.grad_accum_steps != 1:
+      raise ValueError("contrastive: optimizer.grad_accum_steps must be 1 (in-batch negatives span the whole batch)")
+    self._objective = ContrastiveObjective(cfg, self._pooling(), float(self.config.temperature))
+    return self._objective
+
+  def predict(self, params, batch):
+    return {"a": self._objective.embeddings(params, batch, "a"), "p": self._objective.embeddings(params, batch, "p")}
+
+  def metrics(self, dataset, outputs):
+    cosine = np.sum(np.asarray(outputs["a"]) * np.asarray(outputs["p"]), axis=-1)
+    scores = dataset.arrays["scores"]
+    return {"spearman": evaluation.spearman(scores, cosine), "pearson": evaluation.pearson(scores, cosine)}
+
+  def metadata(self):
+    return {"task": self.name, "pooling": self._pooling(), "normalize": True}
+
+  def export_files(self, path: str) -> None:
+    """sentence-transformers module files: Transformer -> Pooling -> Normalize."""
+    write_sentence_transformers_files(path, self._pooling(), normalize=True, max_length=self.config.data.max_length,
+                                      hidden_size=None)
+
+
+def write_sentence_transformers_files(path: str, pooling: str, *, normalize: bool, max_length: int,
+                                      hidden_size: int | None) -> None:
+  modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+  if normalize:
+    modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+  os.makedirs(os.path.join(path, "1_Pooling"), exist_ok=True)
+  with open(os.path.join(path, "modules.json"), "w") as f:
+    json.dump(modules, f, indent=2)
+  pooling_config = {f"pooling_mode_{m}_tokens" if m != "cls" else "pooling_mode_cls_token": m == pooling
+                    for m in ("cls", "mean", "max")}
+  if hidden_size:
+    pooling_config["word_embedding_dimension"] = hidden_size
+  with open(os.path.join(path, "1_Pooling", "config.json"), "w") as f:
+    json.dump(pooling_config, f, indent=2)
+  if normalize:
+    os.makedirs(os.path.join(path, "2_Normalize"), exist_ok=True)
+  with open(os.path.join(path, "sentence_bert_config.json"), "w") as f:
+    json.dump({"max_seq_length": max_length, "do_lower_case": False}, f, indent=2)

@@ -1,0 +1,471 @@
+"""Knowledge distillation (DistilBERT, MiniLM): a teacher's outputs train a smaller student.
+
+Losses are pure float32 functions that return *sums* over weighted rows or
+positions (never means), so they fit the Objective contract of sums and counts:
+
+  soft_target_kl         T^2 * KL(softmax(t / T) || softmax(s / T)) per row (Hinton et al., 2015; the T^2
+                         keeps the gradient scale independent of T)
+  hidden_mse             mean over features of (s - t)^2 per token (hidden-state transfer, TinyBERT-style)
+  cosine_embedding_loss  1 - cos(s, t) per token (DistilBERT's hidden-state alignment)
+  attention_kl           KL(teacher || student) over keys, averaged over heads, per valid query (MiniLM)
+  value_relation         softmax(V V^T / sqrt(d)) per head: MiniLM's value relation, compared with attention_kl
+
+DistillationObjective (config.objective = "distill_mlm") distils a teacher
+checkpoint (bert_jax or Hugging Face folder) into the student of config.model
+during MLM pretraining:
+
+  loss = alpha_kd   * soft-target KL at the masked positions     / masked positions
+       + alpha_mlm  * hard MLM cross entropy                    / masked positions
+       + alpha_cosine * (1 - cos) of the last hidden states      / tokens
+       + alpha_hidden * hidden MSE                               / tokens
+       + alpha_attention * last-layer attention KL               / tokens (queries)
+       + alpha_value * last-layer value-relation KL              / tokens
+
+The teacher never runs inside the differentiated step: `teacher_batch(batch)`
+runs a separately jitted teacher forward (teacher params passed as an argument,
+evaluation mode) and adds its outputs to the batch as ordinary [B, ...] arrays,
+so the train step stays pure, gradient accumulation splits them like every
+other batch array, and the teacher's weights are never baked into the step's
+HLO as constants.
+
+Memory: teacher_logits is [B, M, V] float32 per batch. The teacher runs with
+unscanned layers, so XLA keeps only the hidden state and maps of the layer read;
+a scanned student (scan_layers) hands the maps of all its layers out of the
+scan when alpha_attention or alpha_value is on (about what the backward pass
+keeps anyway); MFU in the logs counts the student's step only.
+
+`distill_logits_sums` is the same soft + hard recipe for classification
+fine-tuning (teacher logits computed however the caller likes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from bert_jax.convert import layout
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.layers import Dense
+from bert_jax.models.model import EncoderModel, attention_mask_4d, collect_attention
+from bert_jax.tasks.base import Objective, Term, cross_entropy
+from bert_jax.tasks.mlm import example_weights, mlm_sums
+
+# The student's trainable hidden-state projection lives under this top-level params key (only when
+# the widths differ and a hidden-state loss is on); `student_params` drops it before saving.
+PROJECTION = "distill_projection"
+
+# Loss names, in the order terms and logs list them; each has config.distill.alpha_<name>.
+LOSSES = ("kd", "mlm", "cosine", "hidden", "attention", "value")
+
+# The teacher outputs teacher_batch adds, and the losses that need each of them.
+TEACHER_KEYS = {"teacher_logits": ("kd",), "teacher_hidden": ("cosine", "hidden"),
+                "teacher_attention": ("attention",), "teacher_values": ("value",)}
+
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+# Losses ---------------------------------------------------------------------------------------------
+
+def _weights(weights: jax.Array | None, shape) -> jax.Array:
+  return jnp.ones(shape, jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+
+
+def soft_target_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float,
+                   weights: jax.Array | None = None) -> jax.Array:
+  """T^2 * sum over rows of weights * KL(softmax(teacher / T) || softmax(student / T)).
+
+  student_logits, teacher_logits [..., V]; weights [...] (None: all 1) -> float32 scalar (a sum).
+  The teacher side is a constant (stop_gradient).
+  """
+  if student_logits.shape != teacher_logits.shape:
+    raise ValueError(f"soft_target_kl: student logits {student_logits.shape} and teacher logits "
+                     f"{teacher_logits.shape} differ (do teacher and student share the vocabulary?)")
+  t = float(temperature)
+  if t <= 0:
+    raise ValueError(f"soft_target_kl: temperature must be > 0, got {temperature}")
+  log_p = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / t, axis=-1)
+  log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t, axis=-1)
+  kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+  return t * t * jnp.sum(kl * _weights(weights, kl.shape))
+
+
+def hidden_mse(student_hidden: jax.Array, teacher_hidden: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """Sum over tokens of mask * mean over features of (student - teacher)^2.
+
+  student_hidden, teacher_hidden [..., L, H] (project the student first when widths differ);
+  mask [..., L] (None: all 1) -> float32 scalar. The mean over H keeps the scale width independent.
+  """
+  if student_hidden.shape != teacher_hidden.shape:
+    raise ValueError(f"hidden_mse: student {student_hidden.shape} vs teacher {teacher_hidden.shape}; "
+                     "project the student to the teacher's width first")
+  diff = student_hidden.astype(jnp.float32) - jax.lax.stop_gradient(teacher_hidden).astype(jnp.float32)
+  per_token = jnp.mean(jnp.square(diff), axis=-1)
+  return jnp.sum(per_token * _weights(mask, per_token.shape))
+
+
+def cosine_embedding_loss(student_hidden: jax.Array, teacher_hidden: jax.Array, mask: jax.Array | None = None,
+                          eps: float = 1e-8) -> jax.Array:
+  """Sum over tokens of mask * (1 - cos(student, teacher)) (DistilBERT's alignment, target +1).
+
+  student_hidden, teacher_hidden [..., L, H]; mask [..., L] (None: all 1) -> float32 scalar.
+  """
+  if student_hidden.shape != teacher_hidden.shape:
+    raise ValueError(f"cosine_embedding_loss: student {student_hidden.shape} vs teacher {teacher_hidden.shape}; "
+                     "project the student to the teacher's width first")
+  s = student_hidden.astype(jnp.float32)
+  t = jax.lax.stop_gradient(teacher_hidden).astype(jnp.float32)
+  norm = lambda x: jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(x), axis=-1)), eps)
+  cos = jnp.sum(s * t, axis=-1) / (norm(s) * norm(t))
+  return jnp.sum((1.0 - cos) * _weights(mask, cos.shape))
+
+
+def attention_kl(student_probs: jax.Array, teacher_probs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """MiniLM's attention transfer: sum over valid queries of the head-mean KL(teacher || student) over keys.
+
+  student_probs, teacher_probs [b, heads, lq, lk] (rows are distributions; zeros at masked keys,
+  which then contribute nothing); mask [b, lq] (None: all 1) -> float32 scalar.
+
+  The head counts must match (ValueError otherwise), as in MiniLM: averaging the maps over heads
+  would discard exactly the per-head structure this loss transfers. Give the student the
+  teacher's number of heads (its head_dim may differ).
+  """
+  if student_probs.shape[1] != teacher_probs.shape[1]:
+    raise ValueError(f"attention_kl: the student has {student_probs.shape[1]} attention heads and the teacher "
+                     f"{teacher_probs.shape[1]}; attention transfer needs equal head counts (set "
+                     "config.model.num_heads to the teacher's, or alpha_attention / alpha_value to 0)")
+  if student_probs.shape != teacher_probs.shape:
+    raise ValueError(f"attention_kl: student maps {student_probs.shape} vs teacher maps {teacher_probs.shape}")
+  p = jax.lax.stop_gradient(teacher_probs).astype(jnp.float32)
+  q = student_probs.astype(jnp.float32)
+  # Clamped logs keep masked keys (p = q = 0) finite in value and gradient; where() drops their terms.
+  terms = jnp.where(p > 0, p * (jnp.log(jnp.maximum(p, _TINY)) - jnp.log(jnp.maximum(q, _TINY))), 0.0)
+  per_query = jnp.mean(jnp.sum(terms, axis=-1), axis=1)  # [b, lq]
+  return jnp.sum(per_query * _weights(mask, per_query.shape))
+
+
+def value_relation(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """MiniLM's value relation softmax(V V^T / sqrt(d)) per head, in float32.
+
+  values [b, l, heads, d]; mask: keys a token may relate to, [b, l] or broadcastable to
+  [b, heads, l, l] (bool / 0-1) -> [b, heads, l, l] rows summing to 1, zeros at masked keys.
+  """
+  v = values.astype(jnp.float32)
+  scores = jnp.einsum("bqhd,bkhd->bhqk", v, v) * (v.shape[-1] ** -0.5)
+  if mask is not None:
+    mask = jnp.asarray(mask).astype(bool)
+    if mask.ndim == 2:
+      mask = mask[:, None, None, :]
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    return jnp.where(mask, jax.nn.softmax(scores, axis=-1), 0.0)
+  return jax.nn.softmax(scores, axis=-1)
+
+
+def distill_logits_sums(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array | None,
+                        weights: jax.Array | None, temperature: float, alpha_kd: float,
+                        alpha_hard: float) -> dict[str, jax.Array]:
+  """Soft targets plus hard labels for classification fine-tuning, as Objective sums.
+
+  student_logits, teacher_logits [B, C] (teacher treated as a constant); labels [B] int (None
+  when alpha_hard == 0); weights [B] (0 drops a row; None: all 1). Returns float32 sums:
+    distill_loss  alpha_kd * T^2 KL + alpha_hard * cross entropy   (train on distill_loss / distill_count)
+    kd_loss, hard_loss, hard_correct (the parts, for logging), and
+    distill_count, kd_count, hard_count = sum(weights),
+  so `Objective.summarize` logs distill_loss, kd_loss, hard_loss and hard_accuracy means. Use
+  Term("distill_loss", "distill_count") as the objective's single term.
+  """
+  w = _weights(weights, student_logits.shape[:-1])
+  count = jnp.sum(w)
+  kd = soft_target_kl(student_logits, teacher_logits, temperature, w)
+  out = {"kd_loss": kd, "kd_count": count, "distill_count": count}
+  total = float(alpha_kd) * kd
+  if labels is not None:
+    hard = jnp.sum(cross_entropy(student_logits, labels) * w)
+    correct = (jnp.argmax(student_logits, -1) == labels).astype(jnp.float32)
+    out.update(hard_loss=hard, hard_correct=jnp.sum(correct * w), hard_count=count)
+    total = total + float(alpha_hard) * hard
+  elif alpha_hard:
+    raise ValueError("distill_logits_sums: alpha_hard > 0 needs labels")
+  out["distill_loss"] = total
+  return out
+
+
+# Student initialisation from the teacher ------------------------------------------------------------
+
+def teacher_layers_for(student_layers: int, teacher_layers: int) -> list[int]:
+  """Evenly spread teacher layers, first and last included: 6 of 12 -> [0, 2, 4, 7, 9, 11] (DistilBERT's)."""
+  return [int(i) for i in np.round(np.linspace(0, teacher_layers - 1, student_layers))]
+
+
+def init_student_from_teacher(student_params: Mapping, student_cfg: ModelConfig, teacher_params: Mapping,
+                              teacher_cfg: ModelConfig, layers: Sequence[int] | None = None) -> dict:
+  """DistilBERT's initialisation: embeddings, heads and chosen layers copied from the teacher.
+
+  Student layer i gets teacher layer layers[i] (default `teacher_layers_for`); every other
+  student parameter that the teacher has (embeddings, MLM head, pooler, DeBERTa's relative
+  table) is copied as is; the rest (e.g. the distillation projection) stays. Widths must match
+  (ValueError naming the parameters otherwise); ALBERT's shared layers are not supported.
+  Returns host (numpy) params in the student's layout (scanned or not).
+  """
+  for name, cfg in (("student", student_cfg), ("teacher", teacher_cfg)):
+    if cfg.share_layers != "none":
+      raise ValueError(f"init_student_from_teacher: the {name} shares layers ({cfg.share_layers}); "
+                       "only per-layer encoders are supported")
+  layers = list(layers) if layers is not None else teacher_layers_for(student_cfg.num_layers, teacher_cfg.num_layers)
+  if len(layers) != student_cfg.num_layers or not all(0 <= i < teacher_cfg.num_layers for i in layers):
+    raise ValueError(f"init_student_from_teacher: layers {layers} must name {student_cfg.num_layers} teacher "
+                     f"layers in [0, {teacher_cfg.num_layers})")
+  student = layout.unstack_layers(jax.tree.map(np.asarray, jax.device_get(dict(student_params))))
+  teacher = layout.unstack_layers(jax.tree.map(np.asarray, jax.device_get(dict(teacher_params))))
+  problems: list[str] = []
+
+  def copy(dst, src, where):
+    def one(path, leaf):
+      node = src
+      for key in path:
+        name = getattr(key, "key", key)
+        if not isinstance(node, Mapping) or name not in node:
+          problems.append(f"{where}{jax.tree_util.keystr(path)}: the teacher has no such parameter")
+          return leaf
+        node = node[name]
+      if np.shape(node) != np.shape(leaf):
+        problems.append(f"{where}{jax.tree_util.keystr(path)}: teacher {np.shape(node)} vs student {np.shape(leaf)}")
+        return leaf
+      return np.asarray(node, leaf.dtype)
+    return jax.tree_util.tree_map_with_path(one, dst)
+
+  out = {}
+  for key, value in student.items():
+    if key == "encoder":
+      encoder = {}
+      for name, sub in value.items():
+        if name.startswith("layer_"):
+          source = f"layer_{layers[int(name.removeprefix('layer_'))]}"
+          encoder[name] = copy(sub, teacher["encoder"].get(source, {}), f"encoder/{name}<-{source}")
+        else:
+          encoder[name] = copy(sub, teacher["encoder"].get(name, {}), f"encoder/{name}")
+      out[key] = encoder
+    elif key in teacher:
+      out[key] = copy(value, teacher[key], key)
+    else:
+      out[key] = value
+  if problems:
+    raise ValueError("init_student_from_teacher: the teacher does not fit the student (equal widths and the "
+                     "same family are needed):\n  " + "\n  ".join(problems[:20]))
+  logging.info("student initialised from teacher layers %s", layers)
+  return layout.stack_layers(out) if student_cfg.scan_layers else out
+
+
+# The objective ---------------------------------------------------------------------------------------
+
+def load_teacher(path: str, student_cfg: ModelConfig, head: str | None = "mlm") -> tuple[EncoderModel, dict]:
+  """(model, params) of the teacher folder, set up for evaluation-only use beside the student.
+
+  Unscanned layers (so XLA drops the maps of the layers nobody reads), no remat (no gradients),
+  and the student's compute dtype.
+  """
+  from bert_jax.pretrained import from_pretrained
+  if not path:
+    raise ValueError("config.distill.teacher is empty: set it to the teacher's folder (a bert_jax checkpoint "
+                     "folder or a Hugging Face model folder)")
+  return from_pretrained(path, head=head, scan_layers=False, remat_policy="none", dtype=student_cfg.dtype)
+
+
+class DistillationObjective(Objective):
+  """MLM pretraining of a student (head "mlm") against a frozen teacher; see the module docstring.
+
+  teacher: (EncoderModel, params) to use instead of loading config.distill.teacher (tests).
+  """
+
+  def __init__(self, cfg: ModelConfig, distill: ml_collections.ConfigDict,
+               teacher: tuple[EncoderModel, Mapping] | None = None):
+    self.cfg = cfg
+    self.temperature = float(distill.get("temperature", 2.0))
+    if self.temperature <= 0:
+      raise ValueError(f"config.distill.temperature={self.temperature}: must be > 0")
+    self.alpha = {name: float(distill.get(f"alpha_{name}", 0.0)) for name in LOSSES}
+    bad = {k: v for k, v in self.alpha.items() if v < 0}
+    if bad or not any(self.alpha.values()):
+      raise ValueError(f"config.distill alphas {self.alpha}: need all >= 0 and at least one > 0")
+    self.init_from_teacher = bool(distill.get("init_from_teacher", False))
+    self.teacher_layer = int(distill.get("teacher_layer", -1))
+
+    if teacher is None:
+      teacher = load_teacher(distill.teacher, cfg, head="mlm" if self.alpha["kd"] else None)
+    self.teacher_model, self.teacher_params = teacher[0], teacher[1]
+    tcfg = self.teacher_model.config
+    if tcfg.vocab_size != cfg.vocab_size:
+      raise ValueError(f"teacher and student must share the vocabulary: the teacher has {tcfg.vocab_size} tokens, "
+                       f"config.model.vocab_size is {cfg.vocab_size} (use the teacher's tokenizer and vocab_size)")
+    if self.alpha["kd"] and self.teacher_model.head not in ("mlm", "pretraining"):
+      raise ValueError("alpha_kd > 0 needs a teacher with an MLM head")
+    maps = self.alpha["attention"] or self.alpha["value"]
+    if maps and tcfg.num_heads != cfg.num_heads:
+      raise ValueError(f"alpha_attention / alpha_value need equal head counts: teacher {tcfg.num_heads}, "
+                       f"student config.model.num_heads={cfg.num_heads}")
+    if self.alpha["attention"] and (tcfg.talking_head or cfg.talking_head):
+      # Talking heads mix the probabilities across heads after the softmax: their rows are no
+      # longer distributions (they may even be negative), so a KL between them means nothing.
+      raise ValueError("alpha_attention > 0 does not work with talking-heads attention (DeBERTa v1 "
+                       "talking_head): its mixed maps are not distributions; use alpha_value instead")
+    teacher_depth = tcfg.num_layers * (tcfg.inner_group_num if tcfg.share_layers == "all" else 1)
+    if not -teacher_depth <= self.teacher_layer <= teacher_depth or (maps and self.teacher_layer == 0):
+      raise ValueError(f"config.distill.teacher_layer={self.teacher_layer}: expected -1 (last) or a layer in "
+                       f"1..{teacher_depth}")
+    self.needs_projection = bool(self.alpha["hidden"] or self.alpha["cosine"]) and tcfg.hidden_size != cfg.hidden_size
+    self.projection = Dense((tcfg.hidden_size,), ("embed", "embed_out"), dtype=jnp.dtype(cfg.dtype))
+    self.student = {d: EncoderModel(cfg, head="mlm", deterministic=d) for d in (True, False)}
+    self.terms = tuple(Term(f"{name}_loss", f"{name}_count", self.alpha[name]) for name in LOSSES if self.alpha[name])
+    self.teacher_keys = tuple(k for k, needs in TEACHER_KEYS.items() if any(self.alpha[n] for n in needs))
+    self._teacher_fns: dict = {}
+
+  # Params -----------------------------------------------------------------------------------------
+
+  def init(self, rngs, input_ids):
+    params = dict(self.student[False].init(rngs, input_ids)["params"])
+    if self.needs_projection:
+      key = jax.random.fold_in(rngs["params"], 1)
+      params[PROJECTION] = self.projection.init(key, jnp.zeros((1, 1, self.cfg.hidden_size), jnp.float32))["params"]
+    return params
+
+  @staticmethod
+  def student_params(params: Mapping) -> dict:
+    """The student model's own params (what to save or fine-tune): without the distillation projection."""
+    return {k: v for k, v in params.items() if k != PROJECTION}
+
+  def save_student(self, path: str, params: Mapping, **kw) -> None:
+    """save_pretrained of the student (head "mlm"), projection dropped; kw go to save_pretrained."""
+    from bert_jax.pretrained import save_pretrained
+    save_pretrained(path, self.student[True], self.student_params(params), **kw)
+
+  def initial_params(self, params, param_shardings):
+    """Fresh-run hook of the trainer: DistilBERT-style copy of teacher layers when distill.init_from_teacher."""
+    if not self.init_from_teacher:
+      return params
+    host = init_student_from_teacher(params, self.cfg, self.teacher_params, self.teacher_model.config)
+    return jax.device_put(host, param_shardings)
+
+  # Teacher ----------------------------------------------------------------------------------------
+
+  def place_teacher(self, mesh, rules) -> None:
+    """Shards the teacher's params on the mesh by the same logical rules as the student's."""
+    from bert_jax import sharding
+    ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+    boxed = jax.eval_shape(self.teacher_model.init, jax.random.key(0), ids)["params"]
+    shardings = sharding.named_shardings(boxed, mesh, rules, log=logging.info)
+    self.teacher_params = jax.device_put(self.teacher_params, shardings)
+
+  def teacher_outputs(self, teacher_params, inputs: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """The teacher's evaluation-mode outputs the enabled losses read (float32):
+
+    teacher_logits [B, M, V] at masked_positions, teacher_hidden [B, L, H_t] (config.distill.teacher_layer),
+    teacher_attention [B, heads, L, L] and teacher_values [B, heads, L, L] (value relations) of that layer.
+    """
+    tcfg = self.teacher_model.config
+    maps = "teacher_attention" in self.teacher_keys or "teacher_values" in self.teacher_keys
+    kw = {"masked_positions": inputs["masked_positions"]} if "teacher_logits" in self.teacher_keys else {}
+    result = self.teacher_model.apply(
+        {"params": teacher_params}, inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
+        segment_ids=inputs.get("segment_ids"), output_hidden_states="teacher_hidden" in self.teacher_keys,
+        mutable=["intermediates"] if maps else False, **kw)
+    out, state = result if maps else (result, None)
+    layer = self.teacher_layer
+    # hidden_states[k] is the output of layer k (0: embeddings); layer k's maps are maps[k - 1].
+    map_index = layer - 1 if layer > 0 else layer
+    found = {}
+    if "teacher_logits" in self.teacher_keys:
+      found["teacher_logits"] = out.logits.astype(jnp.float32)
+    if "teacher_hidden" in self.teacher_keys:
+      found["teacher_hidden"] = out.hidden_states[layer].astype(jnp.float32)
+    if "teacher_attention" in self.teacher_keys:
+      found["teacher_attention"] = collect_attention(state["intermediates"], tcfg)[map_index]
+    if "teacher_values" in self.teacher_keys:
+      values = collect_attention(state["intermediates"], tcfg, "attention_values")[map_index]
+      found["teacher_values"] = value_relation(values, self._key_mask(inputs))
+    return found
+
+  def teacher_batch(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """batch plus the teacher's outputs (see teacher_outputs), from a jitted forward of their own.
+
+    The outputs keep the batch's sharding, so they split (gradient accumulation) and shard
+    (data parallelism) along axis 0 like the rest of the batch.
+    """
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "masked_positions",
+                                     "segment_ids") if k in batch}
+    sharding = getattr(batch["input_ids"], "sharding", None)
+    key = sharding if isinstance(sharding, jax.sharding.NamedSharding) else None
+    if key not in self._teacher_fns:
+      self._teacher_fns[key] = jax.jit(self.teacher_outputs, **({"out_shardings": key} if key else {}))
+    return {**batch, **self._teacher_fns[key](self.teacher_params, inputs)}
+
+  # Sums -------------------------------------------------------------------------------------------
+
+  @staticmethod
+  def _key_mask(batch) -> jax.Array:
+    """[b, 1, 1 | l, l] bool: keys each token may attend to (segments respected when packed)."""
+    attention_mask = batch["attention_mask"]
+    segment_ids = batch.get("segment_ids")
+    if segment_ids is not None:
+      attention_mask = attention_mask * (segment_ids > 0)
+    return attention_mask_4d(attention_mask, segment_ids)
+
+  @staticmethod
+  def _token_weights(batch) -> jax.Array:
+    """[B, L] float32: real tokens of real rows (the queries and hidden states compared)."""
+    return batch["attention_mask"].astype(jnp.float32) * example_weights(batch)[:, None]
+
+  def sum_keys(self):
+    keys = ["mlm_loss", "mlm_correct", "mlm_count"]
+    for name in LOSSES:
+      if name != "mlm" and self.alpha[name]:
+        keys += [f"{name}_loss", f"{name}_count"]
+    return keys
+
+  def totals(self, batch):
+    masked = jnp.sum(batch["masked_weights"].astype(jnp.float32))
+    tokens = jnp.sum(self._token_weights(batch))
+    counts = {"kd_count": masked, "mlm_count": masked, "cosine_count": tokens, "hidden_count": tokens,
+              "attention_count": tokens, "value_count": tokens}
+    return {k: counts[k] for k in self.count_keys()}
+
+  def sums(self, params, batch, rng):
+    missing = [k for k in self.teacher_keys if k not in batch]
+    if missing:
+      raise KeyError(f"the batch lacks {missing}: pass it through DistillationObjective.teacher_batch first")
+    train = rng is not None
+    maps = bool(self.alpha["attention"] or self.alpha["value"])
+    result = self.student[not train].apply(
+        {"params": self.student_params(params)}, batch["input_ids"], batch["attention_mask"],
+        batch["token_type_ids"], segment_ids=batch.get("segment_ids"), masked_positions=batch["masked_positions"],
+        rngs={"dropout": rng} if train else None, mutable=["intermediates"] if maps else False)
+    out, state = result if maps else (result, None)
+    sums = mlm_sums(out.logits, batch)  # logged even when alpha_mlm is 0: the metric plain MLM runs report
+    tokens = self._token_weights(batch)
+    if self.alpha["kd"]:
+      masked = batch["masked_weights"].astype(jnp.float32)
+      sums["kd_loss"] = soft_target_kl(out.logits, batch["teacher_logits"], self.temperature, masked)
+      sums["kd_count"] = jnp.sum(masked)
+    if self.alpha["hidden"] or self.alpha["cosine"]:
+      hidden = out.last_hidden_state
+      if self.needs_projection:
+        hidden = self.projection.apply({"params": params[PROJECTION]}, hidden)
+      if self.alpha["hidden"]:
+        sums["hidden_loss"] = hidden_mse(hidden, batch["teacher_hidden"], tokens)
+        sums["hidden_count"] = jnp.sum(tokens)
+      if self.alpha["cosine"]:
+        sums["cosine_loss"] = cosine_embedding_loss(hidden, batch["teacher_hidden"], tokens)
+        sums["cosine_count"] = jnp.sum(tokens)
+    if self.alpha["attention"]:
+      probs = collect_attention(state["intermediates"], self.cfg)[-1]
+      sums["attention_loss"] = attention_kl(probs, batch["teacher_attention"], tokens)
+      sums["attention_count"] = jnp.sum(tokens)
+    if self.alpha["value"]:
+      values = collect_attention(state["intermediates"], self.cfg, "attention_values")[-1]
+      relation = value_relation(values, self._key_mask(batch))
+      sums["value_loss"] = attention_kl(relation, batch["teacher_values"], tokens)
+      sums["value_count"] = jnp.sum(tokens)
+    return sums
