@@ -201,6 +201,9 @@ def finetune_config(task: str) -> ml_collections.ConfigDict:
   c.rerank_loss = "listwise"      # rerank: listwise (softmax over the group) | pointwise (binary cross entropy)
   c.temperature = 0.05            # contrastive: similarities divided by this (sentence-transformers' scale 20)
   c.model = model_section(models.build("bert", "mini"))  # the from-scratch backbone (without init_from)
+  # Task distillation (classify): a fine-tuned teacher's soft targets plus the hard labels.
+  c.distill.alpha_kd = 0.5
+  c.distill.alpha_hard = 0.5
   c.optimizer.learning_rate = 5e-5
   c.optimizer.warmup_steps = 0
   c.optimizer.warmup_ratio = 0.1

@@ -205,7 +205,8 @@ def load_bert_jax(path: str, head: str | None = None, **overrides) -> tuple[Enco
 
 
 _HEAD_PARAMS = {"mlm": ("mlm",), "pretraining": ("mlm", "pair_classifier"), "classification": ("classifier",),
-                "token_classification": ("classifier",), "qa": ("qa_outputs",), None: ()}
+                "token_classification": ("classifier",), "qa": ("qa_outputs",), "rtd": ("rtd_head",),
+                None: ()}
 
 
 def _select_head(params: dict, saved: str | None, wanted: str | None, source: str) -> dict:

@@ -357,3 +357,23 @@ def test_summary_flags_a_degenerate_seed():
                                   "validation": evaluation.summarize_runs(runs), "test": {},
                                   "degenerate_seeds": [1]})
   assert "| validation | accuracy | 0.6500 | 0.6500 | 0.2121 |" in table and "Degenerate runs" in table
+
+
+def test_task_distillation_from_a_fine_tuned_teacher(movie, tmp_path):
+  data = {"data.train": movie["train"], "data.validation": movie["dev"], "total_steps": 3}
+  finetune.finetune_and_evaluate(tiny_config(**data), str(tmp_path / "teacher"))
+  student = tiny_config(**data, **{"distill.teacher": str(tmp_path / "teacher" / "best"), "model.hidden_size": 16,
+                                   "model.intermediate_size": 32})
+  finetune.finetune_and_evaluate(student, str(tmp_path / "student"))
+  kd, hard = _lines(tmp_path / "student", "train/kd_loss"), _lines(tmp_path / "student", "train/hard_loss")
+  assert sorted(kd) == [1, 2, 3] and all(np.isfinite(list(kd.values())) + np.isfinite(list(hard.values())))
+  total = _lines(tmp_path / "student", "train/loss")
+  for step in kd:  # loss = alpha_kd * KL + alpha_hard * CE with the defaults 0.5 / 0.5
+    assert total[step] == pytest.approx(0.5 * kd[step] + 0.5 * hard[step], rel=1e-5)
+  # A teacher trained on other labels is refused before any training.
+  other = tmp_path / "other.tsv"
+  other.write_text("sentence\tlabel\n" + "".join(f"s{i}\t{'abc'[i % 3]}\n" for i in range(32)), encoding="utf-8")
+  with pytest.raises(ValueError, match="labels"):
+    finetune.finetune_and_evaluate(tiny_config(**{**data, "data.train": str(other), "data.validation": "",
+                                                  "distill.teacher": str(tmp_path / "teacher" / "best")}),
+                                   str(tmp_path / "bad"))

@@ -85,6 +85,9 @@ def test_run_logs_evaluates_checkpoints_and_resumes(corpus, tmp_path):
   assert evals and {"eval/mlm_accuracy", "eval/pair_accuracy"} <= set(evals[-1])
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
   assert os.listdir(tmp_path / "tensorboard")
+  import bert_jax
+  model, _ = bert_jax.from_pretrained(str(tmp_path / "model"), head="mlm")  # the export fine-tuning starts from
+  assert model.config.num_layers == 2
   config.total_steps = 9
   train.train_and_evaluate(config, str(tmp_path))
   steps = [r["step"] for r in read_metrics(tmp_path) if "train/loss" in r]
@@ -179,3 +182,7 @@ def test_rtd_pretraining_runs_end_to_end(corpus, tmp_path):
   assert sorted(losses(tmp_path)) == [1, 2] and all(np.isfinite(list(losses(tmp_path).values())))
   last = [r for r in records if "eval/loss" in r][-1]
   assert {"eval/mlm_accuracy", "eval/rtd_accuracy"} <= set(last), sorted(last)
+  # The discriminator is exported for fine-tuning, its embeddings resolved (GDES: generator's + delta).
+  import bert_jax
+  model, params = bert_jax.from_pretrained(str(tmp_path / "model"), head=None)
+  assert model.config.hidden_size == 32 and "rtd_head" not in params

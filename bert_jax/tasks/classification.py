@@ -72,6 +72,31 @@ class ClassificationObjective(Objective):
             "task_correct": jnp.sum(correct * weights), "task_count": jnp.sum(weights)}
 
 
+class DistilledClassificationObjective(ClassificationObjective):
+  """Task distillation: alpha_kd * T^2 KL(teacher || student) + alpha_hard * cross entropy on the labels.
+
+  The teacher's logits arrive in the batch (`teacher_logits` [B, C], computed outside the step by
+  ClassifyTask.train_arrays), so the step never holds the teacher's weights.
+  """
+
+  def __init__(self, cfg: ModelConfig, distill):
+    super().__init__(cfg, regression=False)
+    self.temperature, self.alpha_kd, self.alpha_hard = distill.temperature, distill.alpha_kd, distill.alpha_hard
+    self.terms = (Term("distill_loss", "distill_count"),)
+
+  def sum_keys(self):
+    return ["distill_loss", "distill_count", "kd_loss", "kd_count", "hard_loss", "hard_correct", "hard_count"]
+
+  def totals(self, batch):
+    return {"distill_count": jnp.sum(example_weights(batch))}
+
+  def sums(self, params, batch, rng):
+    from bert_jax.tasks.distillation import distill_logits_sums
+    logits = self.logits(params, batch, rng)
+    return distill_logits_sums(logits, batch["teacher_logits"], batch["labels"].astype(jnp.int32),
+                               example_weights(batch), self.temperature, self.alpha_kd, self.alpha_hard)
+
+
 class ClassifyTask(FinetuneTask):
   """`classify`: accuracy, F1 (binary for two classes, macro otherwise), MCC."""
 
@@ -86,6 +111,24 @@ class ClassifyTask(FinetuneTask):
     saved = config.get("label_names")
     if saved:
       self.label_map = readers.LabelMap(list(saved))
+    self.teacher = None
+    distill = config.get("distill")
+    if distill is not None and distill.get("teacher") and not self.regression:
+      self.teacher = self._load_teacher(distill.teacher)
+
+  def _load_teacher(self, path: str):
+    """(jitted logits function, params, label names) of a fine-tuned classification checkpoint."""
+    import json
+    import os
+    from bert_jax.pretrained import META_FILE, from_pretrained
+    model, params = from_pretrained(path, head="classification")
+    names = None
+    if os.path.isfile(os.path.join(path, META_FILE)):
+      with open(os.path.join(path, META_FILE)) as f:
+        names = json.load(f).get("finetune", {}).get("label_names")
+    apply = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["attention_mask"],
+                                             b["token_type_ids"]).logits)
+    return {"apply": apply, "params": params, "names": names, "config": model.config, "path": path}
 
   def load(self, path: str, split: str) -> Dataset:
     table = read_split(path, split, self.config.data)
@@ -121,8 +164,27 @@ class ClassifyTask(FinetuneTask):
     return cfg.replace(num_labels=self.num_outputs(), classifier_pooling=pooling)
 
   def objective(self, cfg):
-    self._objective = ClassificationObjective(cfg, self.regression)
+    if self.teacher is not None:
+      teacher = self.teacher
+      if teacher["config"].vocab_size != cfg.vocab_size:
+        raise ValueError(f"distill.teacher={teacher['path']}: vocabulary {teacher['config'].vocab_size} differs from "
+                         f"the student's {cfg.vocab_size}; teacher and student must share the tokenizer")
+      if teacher["config"].num_labels != cfg.num_labels or (teacher["names"] and teacher["names"] != self.label_map.names):
+        raise ValueError(f"distill.teacher={teacher['path']}: labels {teacher['names'] or teacher['config'].num_labels} "
+                         f"differ from the training labels {self.label_map.names}")
+      self._objective = DistilledClassificationObjective(cfg, self.config.distill)
+    else:
+      self._objective = ClassificationObjective(cfg, self.regression)
     return self._objective
+
+  def train_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Adds the teacher's logits [..., B, C] to a training batch when distilling."""
+    if self.teacher is None:
+      return arrays
+    ids = arrays["input_ids"]
+    flat = {k: arrays[k].reshape(-1, ids.shape[-1]) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    logits = np.asarray(self.teacher["apply"](self.teacher["params"], flat))
+    return {**arrays, "teacher_logits": logits.reshape(ids.shape[:-1] + logits.shape[-1:])}
 
   def predict(self, params, batch):
     return {"logits": self._objective.logits(params, batch)}

@@ -337,6 +337,10 @@ class DistillationObjective(Objective):
     """The student model's own params (what to save or fine-tune): without the distillation projection."""
     return {k: v for k, v in params.items() if k != PROJECTION}
 
+  def export(self, params):
+    """(model, params) to save after training: the student with its MLM head, without the projection."""
+    return self.student[True], self.student_params(params)
+
   def save_student(self, path: str, params: Mapping, **kw) -> None:
     """save_pretrained of the student (head "mlm"), projection dropped; kw go to save_pretrained."""
     from bert_jax.pretrained import save_pretrained

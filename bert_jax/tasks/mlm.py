@@ -59,6 +59,10 @@ class MLMObjective(Objective):
       out["pair_count"] = jnp.sum(example_weights(batch))
     return out
 
+  def export(self, params):
+    """(model, params) to save after pretraining: the encoder with its MLM (and NSP/SOP) head."""
+    return self.eval_model, params
+
   def sums(self, params, batch, rng):
     model = self.train_model if rng is not None else self.eval_model
     out = forward(model, params, batch, rng, masked_positions=batch["masked_positions"])

@@ -77,6 +77,10 @@ class RTDObjective(Objective):
         params["embedding_delta"] = jax.tree.map(jnp.zeros_like, words)
     return params
 
+  def export(self, params):
+    """(model, params) worth keeping after pretraining: the discriminator, with its embeddings resolved."""
+    return self.discriminator[True], self.discriminator_params(params)
+
   def discriminator_params(self, params):
     if self.sharing == "none":
       return params["discriminator"]
