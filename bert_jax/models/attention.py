@@ -31,12 +31,36 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, 
   return_probs: also return the probabilities [b, h, lq, lk] float32 (before dropout); this
   takes the einsum path even when impl="cudnn", since the fused kernel never exposes them.
   """
-  if impl == "cudnn" and (dropout is None or deterministic) and not return_probs:
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, implementation="cudnn")
+  if impl == "cudnn" and (dropout is None or deterministic or dropout.rate == 0.0) and not return_probs:
+    return fused_attention(q, k, v, mask, bias, scale)
   scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
   if bias is not None:
     scores = scores + bias.astype(jnp.float32)
   return softmax_values(scores, v, mask, dropout=dropout, deterministic=deterministic, return_probs=return_probs)
+
+
+def fused_attention(q, k, v, mask, bias, scale):
+  """cuDNN flash attention (jax.nn.dot_product_attention); GPU only.
+
+  A key-padding mask [b, 1, 1, lk] becomes per-row key lengths (the kernel's own padding
+  support, which needs right padding, as every bert_jax pipeline produces); float32 inputs
+  run in bfloat16 (the kernel has no float32 path); other masks
+  (packed segments [b, 1, lq, lk]) are passed as they are, broadcast over heads.
+  """
+  lengths = None
+  if mask is not None and mask.shape[-2] == 1 and bias is None:
+    lengths = jnp.sum(mask[:, 0, 0, :], axis=-1).astype(jnp.int32)
+    mask = None
+  elif mask is not None:
+    mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
+  dtype = q.dtype if q.dtype in (jnp.bfloat16, jnp.float16) else jnp.bfloat16  # the kernel's input types
+  out = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype),
+                                     bias=None if bias is None else bias.astype(dtype), mask=mask, scale=scale,
+                                     key_value_seq_lengths=lengths,
+                                     # Every query row is computed (padded ones too, as the reference does).
+                                     query_seq_lengths=None if lengths is None else jnp.full_like(lengths, q.shape[1]),
+                                     implementation="cudnn")
+  return out.astype(v.dtype)
 
 
 def softmax_values(scores: jax.Array, v: jax.Array, mask: jax.Array | None, *,
