@@ -377,3 +377,15 @@ def test_task_distillation_from_a_fine_tuned_teacher(movie, tmp_path):
     finetune.finetune_and_evaluate(tiny_config(**{**data, "data.train": str(other), "data.validation": "",
                                                   "distill.teacher": str(tmp_path / "teacher" / "best")}),
                                    str(tmp_path / "bad"))
+
+
+def test_glue_pair_task_from_tfds_trains_through_the_same_loop(tmp_path):
+  """tfds:glue/mrpc (sentence pairs, ClassLabel names) via tfds' mock data source: no TensorFlow, no download."""
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=32):
+    summary = finetune.finetune_and_evaluate(
+        tiny_config(**{"data.train": "tfds:glue/mrpc", "data.validation": "tfds:glue/mrpc", "total_steps": 2}),
+        str(tmp_path))
+  meta = json.load(open(tmp_path / "best" / "bert_jax.json"))["finetune"]
+  assert meta["label_names"] == ["equivalent", "not_equivalent"]
+  assert 0.0 <= summary["validation"]["accuracy"]["mean"] <= 1.0
