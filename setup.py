@@ -19,6 +19,7 @@ CORE = [
     "tensorboardX",  # TensorBoard event files without TensorFlow
     "bm25s",  # lexical half of hybrid search (numpy + scipy only)
     "scipy",
+    "matplotlib",  # bert_jax.report's curves
 ]
 
 EXTRAS = {
