@@ -297,7 +297,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         progress.print(f"preemption signal: saved step {step}; exiting")
         break
     else:
-      if total_steps > start_step:
+      if total_steps > start_step and jax.process_count() == 1:
+        # Multi-process runs keep only their checkpoints for now: gathering the params for a
+        # single-file export deadlocked against the checkpointer's collectives in testing.
+        checkpointer.wait()
         export_model(objective, state.params, os.path.join(workdir, "model"), config.data.tokenizer)
         progress.print(f"saved the trained model in {os.path.join(workdir, 'model')} (from_pretrained / init_from)")
   finally:
@@ -309,16 +312,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def export_model(objective, params, path: str, tokenizer_dir: str) -> None:
   """WORKDIR/model: a bert_jax checkpoint folder of the trained encoder (what fine-tuning starts from).
 
+  Single-process runs only (see the caller).
+
   Written to a temporary folder first: an earlier export stays until the new one is complete.
   """
   from bert_jax.pretrained import save_pretrained
   if not hasattr(objective, "export"):
     return
   model, params = objective.export(params)
-  if jax.process_count() > 1:
-    params = multihost_utils.process_allgather(params, tiled=True)
-  if jax.process_index() == 0:
-    save_pretrained(path, model, jax.device_get(params), tokenizer_from=tokenizer_dir)
+  save_pretrained(path, model, jax.device_get(params), tokenizer_from=tokenizer_dir)
 
 
 def _flops(compiled) -> float | None:
