@@ -21,6 +21,21 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 
+class CheckpointMismatch(ValueError):
+  """A readable checkpoint whose tree does not fit the configured model."""
+
+
+def _path(path) -> str:
+  """A key path as "a/b/0/c", whatever the container types (dataclass fields, dicts, tuples)."""
+  parts = []
+  for entry in path:
+    for attr in ("name", "key", "idx"):
+      if hasattr(entry, attr):
+        parts.append(str(getattr(entry, attr)))
+        break
+  return "/".join(parts)
+
+
 class Checkpointer:
   """Wraps an Orbax CheckpointManager for one run directory."""
 
@@ -47,6 +62,13 @@ class Checkpointer:
     abstract_state: a tree of jax.ShapeDtypeStruct with shardings (the target layout).
     """
     for step in reversed(self.steps()):
+      problems = self.mismatches(step, abstract_state)
+      if problems:
+        # A readable checkpoint of another model is a configuration error, not damage: stop, touch nothing.
+        raise CheckpointMismatch(
+            f"checkpoint step {step} in {self.directory} does not fit the configured model (was the config "
+            f"changed?); nothing was modified:\n  " + "\n  ".join(problems[:12])
+            + ("\n  ..." if len(problems) > 12 else "") + "\nUse the config that wrote it, or a new workdir.")
       try:
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None and os.path.isdir(os.path.join(self.directory, str(step), "data")):
@@ -58,6 +80,26 @@ class Checkpointer:
             "falling back to the previous one")
         self._set_aside(step)
     return None, None
+
+  def mismatches(self, step: int, abstract_state) -> list[str]:
+    """Differences between a step's saved state tree and abstract_state (names, shapes); [] if it fits.
+
+    Unreadable metadata gives [] too: the restore attempt then reports the damage.
+    """
+    try:
+      saved_tree = self.manager.item_metadata(step)["state"]
+    except Exception:  # noqa: BLE001
+      return []
+    if saved_tree is None:
+      return []
+    saved = {_path(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(saved_tree)[0]
+             if hasattr(leaf, "shape")}
+    wanted = {_path(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    problems = [f"{k}: saved shape {saved[k]}, the model needs {v}" for k, v in wanted.items()
+                if k in saved and saved[k] != v]
+    problems += [f"{k}: the model needs it, the checkpoint lacks it" for k in wanted if k not in saved]
+    problems += [f"{k}: in the checkpoint, not in the model" for k in saved if k not in wanted]
+    return problems
 
   def _set_aside(self, step: int) -> None:
     """Moves an unreadable step out of Orbax's view (kept on disk for inspection, not deleted)."""
