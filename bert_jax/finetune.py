@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -183,12 +182,7 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   abstract_params = nn.meta.unbox(boxed)
   tx, schedule = optim.make_optimizer(config.optimizer, max(total_steps, 1), abstract_params, cfg.num_layers)
 
-  def init_one(seed_key):
-    params_key, train_key = jax.random.split(seed_key)
-    params = nn.meta.unbox(objective.init({"params": params_key, "dropout": params_key},
-                                          jnp.zeros(ids.shape, ids.dtype)))
-    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                            rng=jax.random.key_data(train_key), skipped=jnp.zeros((), jnp.int32))
+  init_one = functools.partial(steps.initial_state, objective, tx, ids)
 
   seed_keys = jnp.stack([jax.random.key_data(jax.random.key(config.seed + k)) for k in range(seeds)])
   init_fn = lambda keys: (jax.vmap(lambda k: init_one(jax.random.wrap_key_data(k)))(keys) if seeds > 1

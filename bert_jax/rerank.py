@@ -30,35 +30,23 @@ from bert_jax.tasks import finetune_task
 
 def read_candidates(path: str) -> list[dict]:
   """[{"id", "query", "passages": [{"id", "text"}]}] with errors naming the line."""
+  from bert_jax.data.finetune_readers import read_json_lines
   out = []
-  with open(path, "rb") as f:
-    for number, raw in enumerate(f, 1):
-      where = f"{path}:{number}"
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise ValueError(f"{where}: not UTF-8 (byte {e.start})") from None
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e})") from None
-      if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
-        raise ValueError(f"{where}: expected an object with a non-empty string 'query'")
-      passages = row.get("passages")
-      if not isinstance(passages, list) or not passages:
-        raise ValueError(f"{where}: 'passages' must be a non-empty list")
-      clean = []
-      for i, p in enumerate(passages):
-        if isinstance(p, str):
-          p = {"id": i, "text": p}
-        if not isinstance(p, dict) or not isinstance(p.get("text"), str) or not p["text"].strip():
-          raise ValueError(f"{where}: passages[{i}] must be a non-empty string or an object with 'text'")
-        clean.append({"id": p.get("id", i), "text": p["text"]})
-      out.append({**row, "passages": clean})
-  if not out:
-    raise ValueError(f"{path}: no queries")
+  for number, row in read_json_lines(path):
+    where = f"{path}:{number}"
+    if not isinstance(row.get("query"), str) or not row["query"].strip():
+      raise ValueError(f"{where}: expected an object with a non-empty string 'query'")
+    passages = row.get("passages")
+    if not isinstance(passages, list) or not passages:
+      raise ValueError(f"{where}: 'passages' must be a non-empty list")
+    clean = []
+    for i, p in enumerate(passages):
+      if isinstance(p, str):
+        p = {"id": i, "text": p}
+      if not isinstance(p, dict) or not isinstance(p.get("text"), str) or not p["text"].strip():
+        raise ValueError(f"{where}: passages[{i}] must be a non-empty string or an object with 'text'")
+      clean.append({"id": p.get("id", i), "text": p["text"]})
+    out.append({**row, "passages": clean})
   return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax
+import flax.linen
 import jax
 import jax.numpy as jnp
 import optax
@@ -24,6 +25,16 @@ class TrainState:
   opt_state: Any
   rng: jax.Array           # uint32 key data [2]: checkpoints hold plain arrays
   skipped: jax.Array       # int32 []: updates refused for non-finite loss or gradients
+
+
+def initial_state(objective: Objective, tx: optax.GradientTransformation, input_shape: jax.ShapeDtypeStruct,
+                  key: jax.Array) -> TrainState:
+  """Step 0 from one key: fresh (unboxed) params for inputs of input_shape, optimizer state, training RNG."""
+  params_key, train_key = jax.random.split(key)
+  params = flax.linen.meta.unbox(objective.init({"params": params_key, "dropout": params_key},
+                                                jnp.zeros(input_shape.shape, input_shape.dtype)))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(train_key), skipped=jnp.zeros((), jnp.int32))
 
 
 def _split(batch: dict, parts: int) -> dict:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import sys
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -158,12 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   abstract_params = nn.meta.unbox(boxed)
   tx, schedule = optim.make_optimizer(config.optimizer, max(total_steps, 1), abstract_params, cfg.num_layers)
 
-  def init_state(seed_key):
-    params_key, train_key = jax.random.split(seed_key)
-    params = nn.meta.unbox(objective.init({"params": params_key, "dropout": params_key},
-                                          jnp.zeros(ids.shape, ids.dtype)))
-    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                            rng=jax.random.key_data(train_key), skipped=jnp.zeros((), jnp.int32))
+  init_state = functools.partial(steps.initial_state, objective, tx, ids)
 
   abstract_state = jax.eval_shape(init_state, jax.random.key(config.seed))
   shardings = state_shardings(abstract_state, param_shardings, tx, mesh)

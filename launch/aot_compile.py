@@ -103,7 +103,6 @@ def compile_for(config, devices, chip: dict) -> dict:
   """Lowers and compiles the train step for `devices`; returns the per-chip report."""
   import flax.linen as nn
   import jax
-  import jax.numpy as jnp
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -121,12 +120,7 @@ def compile_for(config, devices, chip: dict) -> dict:
   abstract_params = nn.meta.unbox(boxed)
   tx, schedule = optim.make_optimizer(config.optimizer, total_steps, abstract_params, cfg.num_layers)
 
-  def init_state(key):
-    params = nn.meta.unbox(objective.init({"params": key, "dropout": key}, jnp.zeros(ids.shape, ids.dtype)))
-    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                            rng=jax.random.key_data(key), skipped=jnp.zeros((), jnp.int32))
-
-  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+  abstract_state = jax.eval_shape(functools.partial(steps.initial_state, objective, tx, ids), jax.random.key(0))
   shardings = train.state_shardings(abstract_state, param_shardings, tx, mesh)
   state_in = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
   batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))

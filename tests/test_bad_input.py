@@ -4,26 +4,16 @@ file or line and what was expected, and the run's checkpoints and metrics stay b
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 
 import pytest
 
-from bert_jax import config_lib, train
+from bert_jax import train
 from bert_jax.checkpointing import CheckpointMismatch
 from bert_jax.data.tokenizers import bundled_tokenizer
 
+from tests.conftest import tree_digest
 from tests.test_train import corpus, launch, overrides, quick_config  # noqa: F401 - corpus fixture
-
-
-def _digest(folder) -> dict[str, str]:
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +52,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_named_and_loses_nothing(run, case, tmp_path):
   config, workdir = run
-  before = _digest(workdir / "checkpoints")
+  before = tree_digest(workdir / "checkpoints")
   metrics = (workdir / "metrics.jsonl").read_bytes()
   bad = copy.deepcopy(config)
   bad.total_steps = 6
@@ -71,7 +61,7 @@ def test_bad_input_is_named_and_loses_nothing(run, case, tmp_path):
     change(bad, tmp_path)
   with pytest.raises(error, match=message):
     train.train_and_evaluate(bad, str(workdir))
-  assert _digest(workdir / "checkpoints") == before
+  assert tree_digest(workdir / "checkpoints") == before
   assert (workdir / "metrics.jsonl").read_bytes() == metrics
 
 
@@ -81,6 +71,3 @@ def test_unknown_config_key_on_the_command_line(corpus, tmp_path):  # noqa: F811
   assert process.returncode != 0 and "totl_steps" in out
   assert not os.path.exists(tmp_path / "checkpoints")
 
-
-def test_base_config_has_no_stray_keys():
-  assert "totl_steps" not in config_lib.base_config()

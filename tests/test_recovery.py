@@ -3,25 +3,14 @@ corrupt latest checkpoint is reported and skipped while the earlier ones stay by
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 
 from bert_jax import train
 
+from tests.conftest import tree_digest
 from tests.test_train import corpus, launch, losses, overrides, quick_config  # noqa: F401 - corpus fixture
-
-
-def _digest(folder) -> dict[str, str]:
-  """sha256 of every file under folder, by relative path."""
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 def test_checkpoint_from_fsdp8_resumes_on_2x2x2_and_on_one_device(corpus, tmp_path):  # noqa: F811
@@ -31,7 +20,7 @@ def test_checkpoint_from_fsdp8_resumes_on_2x2x2_and_on_one_device(corpus, tmp_pa
   # Steps 1-3 on fsdp=8, then steps 4-6 on a 2x2x2 mesh from the same checkpoint.
   first = quick_config(corpus, total_steps=3, checkpoint_every=3, **fsdp)
   train.train_and_evaluate(first, str(tmp_path / "moved"))
-  before = _digest(tmp_path / "moved" / "checkpoints" / "3")
+  before = tree_digest(tmp_path / "moved" / "checkpoints" / "3")
   second = quick_config(corpus, total_steps=6, checkpoint_every=3,
                         **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
   train.train_and_evaluate(second, str(tmp_path / "moved"))
@@ -47,7 +36,7 @@ def test_checkpoint_from_fsdp8_resumes_on_2x2x2_and_on_one_device(corpus, tmp_pa
   assert run.returncode == 0, out
   single = losses(single_dir)
   np.testing.assert_allclose([single[s] for s in range(4, 7)], [reference[s] for s in range(4, 7)], rtol=1e-3)
-  assert _digest(tmp_path / "moved" / "checkpoints" / "3") == before
+  assert tree_digest(tmp_path / "moved" / "checkpoints" / "3") == before
 
 
 def test_corrupt_latest_checkpoint_falls_back_and_keeps_earlier_ones_intact(corpus, tmp_path):  # noqa: F811
@@ -55,7 +44,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_keeps_earlier_ones_intact(corp
   train.train_and_evaluate(config, str(tmp_path))
   reference = losses(tmp_path)
   checkpoints = tmp_path / "checkpoints"
-  good = _digest(checkpoints / "3")
+  good = tree_digest(checkpoints / "3")
   # Garble every data file of the newest step's state (a disk that lost the end of the write).
   damaged = 0
   for root, _, files in os.walk(checkpoints / "6" / "state"):
@@ -71,6 +60,6 @@ def test_corrupt_latest_checkpoint_falls_back_and_keeps_earlier_ones_intact(corp
   entries = sorted(os.listdir(checkpoints))
   assert any(e.startswith("unreadable-6-") for e in entries), entries  # set aside, not deleted
   assert "3" in entries and "6" in entries  # step 6 written again from step 3
-  assert _digest(checkpoints / "3") == good
+  assert tree_digest(checkpoints / "3") == good
   again = losses(tmp_path)
   np.testing.assert_allclose([again[s] for s in range(4, 7)], [reference[s] for s in range(4, 7)], rtol=1e-6)

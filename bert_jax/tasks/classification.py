@@ -16,9 +16,8 @@ import numpy as np
 from bert_jax import evaluation
 from bert_jax.data import finetune_readers as readers
 from bert_jax.models.config import ModelConfig
-from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import Objective, Term, cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask
+from bert_jax.tasks.base import Term, cross_entropy
+from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
 from bert_jax.tasks.mlm import example_weights, forward
 
 
@@ -38,17 +37,14 @@ def encode_texts(tokenizer, sentences: list[str], pairs: list[str] | None, max_l
   return arrays
 
 
-class ClassificationObjective(Objective):
+class ClassificationObjective(TaskObjective):
   """Cross entropy over classes, or mean squared error on one output (regression); sums over examples."""
 
-  def __init__(self, cfg: ModelConfig, regression: bool):
-    self.regression = regression
-    self.train_model = EncoderModel(cfg, head="classification", deterministic=False)
-    self.eval_model = EncoderModel(cfg, head="classification", deterministic=True)
-    self.terms = (Term("task_loss", "task_count"),)
+  head = "classification"
 
-  def init(self, rngs, input_ids):
-    return self.train_model.init(rngs, input_ids)["params"]
+  def __init__(self, cfg: ModelConfig, regression: bool):
+    super().__init__(cfg)
+    self.regression = regression
 
   def sum_keys(self):
     return ["task_loss", "task_count"] + ([] if self.regression else ["task_correct"])
@@ -57,8 +53,7 @@ class ClassificationObjective(Objective):
     return {"task_count": jnp.sum(example_weights(batch))}
 
   def logits(self, params, batch, rng=None) -> jax.Array:
-    model = self.train_model if rng is not None else self.eval_model
-    return forward(model, params, batch, rng).logits
+    return forward(self.model(rng), params, batch, rng).logits
 
   def sums(self, params, batch, rng):
     weights = example_weights(batch)

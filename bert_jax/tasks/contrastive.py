@@ -30,8 +30,8 @@ from bert_jax.data import finetune_readers as readers
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.heads import POOLING, l2_normalize
 from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import Objective, Term, cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask
+from bert_jax.tasks.base import cross_entropy
+from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
 
 SIDES = ("a", "p", "n")  # anchor, positive, hard negative
 
@@ -63,28 +63,19 @@ def embed(model: EncoderModel, params, ids: jax.Array, mask: jax.Array, pooling:
   return l2_normalize(POOLING[pooling](out.last_hidden_state, mask))
 
 
-class ContrastiveObjective(Objective):
+class ContrastiveObjective(TaskObjective):
   """Symmetric in-batch-negatives cross entropy over cosine / temperature."""
 
   def __init__(self, cfg: ModelConfig, pooling: str, temperature: float, symmetric: bool = True):
+    super().__init__(cfg, with_pooler=False)
     self.pooling, self.temperature, self.symmetric = pooling, temperature, symmetric
-    self.train_model = EncoderModel(cfg, head=None, with_pooler=False, deterministic=False)
-    self.eval_model = EncoderModel(cfg, head=None, with_pooler=False, deterministic=True)
-    self.terms = (Term("task_loss", "task_count"),)
-
-  def init(self, rngs, input_ids):
-    return self.train_model.init(rngs, input_ids)["params"]
-
-  def sum_keys(self):
-    return ["task_loss", "task_correct", "task_count"]
 
   def totals(self, batch):
     return {"task_count": jnp.asarray(batch["a_input_ids"].shape[0], jnp.float32)}
 
   def embeddings(self, params, batch, side: str, rng=None) -> jax.Array:
-    model = self.train_model if rng is not None else self.eval_model
     key = None if rng is None else jax.random.fold_in(rng, SIDES.index(side))
-    return embed(model, params, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], self.pooling, key)
+    return embed(self.model(rng), params, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], self.pooling, key)
 
   def sums(self, params, batch, rng):
     anchors = self.embeddings(params, batch, "a", rng)

@@ -23,7 +23,8 @@ import ml_collections
 import numpy as np
 
 from bert_jax.models.config import ModelConfig
-from bert_jax.tasks.base import Objective
+from bert_jax.models.model import EncoderModel
+from bert_jax.tasks.base import Objective, Term
 
 MIN_BUCKET = 16
 
@@ -119,6 +120,30 @@ def eval_batches(dataset: Dataset, batch_size: int) -> list[tuple[np.ndarray, in
       chunk = np.concatenate([chunk, np.full(batch_size - real, chunk[0])])
     batches.append((chunk, real))
   return batches
+
+
+class TaskObjective(Objective):
+  """One encoder with the task's head, trained on the summed `task_loss` over `task_count`.
+
+  Subclasses set `head` and implement `totals` and `sums`; model(rng) is the dropout model
+  when rng is given, the deterministic one otherwise.
+  """
+
+  head: str | None = None
+
+  def __init__(self, cfg: ModelConfig, **model_kwargs):
+    self.train_model = EncoderModel(cfg, head=self.head, deterministic=False, **model_kwargs)
+    self.eval_model = EncoderModel(cfg, head=self.head, deterministic=True, **model_kwargs)
+    self.terms = (Term("task_loss", "task_count"),)
+
+  def init(self, rngs, input_ids):
+    return self.train_model.init(rngs, input_ids)["params"]
+
+  def model(self, rng) -> EncoderModel:
+    return self.train_model if rng is not None else self.eval_model
+
+  def sum_keys(self):
+    return ["task_loss", "task_correct", "task_count"]
 
 
 class FinetuneTask:

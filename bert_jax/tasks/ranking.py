@@ -19,7 +19,6 @@ classification model with one output; `python -m bert_jax.rerank` applies it.
 
 from __future__ import annotations
 
-import json
 
 import jax.numpy as jnp
 import numpy as np
@@ -28,9 +27,8 @@ import optax
 from bert_jax import evaluation
 from bert_jax.data import finetune_readers as readers
 from bert_jax.models.config import ModelConfig
-from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import Objective, Term, cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask
+from bert_jax.tasks.base import cross_entropy
+from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
 from bert_jax.tasks.mlm import forward
 
 
@@ -38,14 +36,9 @@ def read_groups(path: str) -> list[dict]:
   """[{"query", "positives": [...], "negatives": [...], "line"}] from grouped JSONL or a flat table."""
   name = path[:-3] if path.endswith(".gz") else path
   if name.endswith((".jsonl", ".json")):
-    with open(path, encoding="utf-8") as f:
-      first = f.readline()
-    try:
-      grouped = "query" in json.loads(first) and "passage" not in json.loads(first)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:1: not a JSON object ({e})") from None
-    if grouped:
-      return _grouped_jsonl(path)
+    rows = readers.read_json_lines(path)
+    if "passage" not in rows[0][1]:  # grouped lines; rows of query / passage / label are a table
+      return _grouped_jsonl(path, rows)
   table = readers.read_table(path, text_columns=("query",), pair_column="passage", label_column="label")
   if table.pairs is None:
     raise ValueError(f"{path}: expected columns query, passage, label (or grouped JSON lines)")
@@ -57,58 +50,42 @@ def read_groups(path: str) -> list[dict]:
   return list(groups.values())
 
 
-def _grouped_jsonl(path: str) -> list[dict]:
+def _grouped_jsonl(path: str, rows: list[tuple[int, dict]]) -> list[dict]:
   groups = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{number}"
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e})") from None
-      if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
-        raise ValueError(f"{where}: expected an object with a non-empty string 'query'")
-      group = {"query": row["query"], "line": number}
-      for key in ("positives", "negatives"):
-        value = row.get(key, row.get(key[:-1], []))
-        value = [value] if isinstance(value, str) else value
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-          raise ValueError(f"{where}: '{key}' must be a list of non-empty strings")
-        group[key] = value
-      if not group["positives"]:
-        raise ValueError(f"{where}: no positive passage (key 'positives' or 'positive')")
-      groups.append(group)
-  if not groups:
-    raise ValueError(f"{path}: no queries")
+  for number, row in rows:
+    where = f"{path}:{number}"
+    if not isinstance(row.get("query"), str) or not row["query"].strip():
+      raise ValueError(f"{where}: expected an object with a non-empty string 'query'")
+    group = {"query": row["query"], "line": number}
+    for key in ("positives", "negatives"):
+      value = row.get(key, row.get(key[:-1], []))
+      value = [value] if isinstance(value, str) else value
+      if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{where}: '{key}' must be a list of non-empty strings")
+      group[key] = value
+    if not group["positives"]:
+      raise ValueError(f"{where}: no positive passage (key 'positives' or 'positive')")
+    groups.append(group)
   return groups
 
 
-class RankingObjective(Objective):
+class RankingObjective(TaskObjective):
   """Listwise softmax cross entropy over [B, G] group scores (positive first), or pointwise BCE over [B]."""
 
+  head = "classification"
+
   def __init__(self, cfg: ModelConfig, listwise: bool):
+    super().__init__(cfg)
     self.listwise = listwise
-    self.train_model = EncoderModel(cfg, head="classification", deterministic=False)
-    self.eval_model = EncoderModel(cfg, head="classification", deterministic=True)
-    self.terms = (Term("task_loss", "task_count"),)
-
-  def init(self, rngs, input_ids):
-    return self.train_model.init(rngs, input_ids)["params"]
-
-  def sum_keys(self):
-    return ["task_loss", "task_correct", "task_count"]
 
   def totals(self, batch):
     return {"task_count": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}
 
   def scores(self, params, batch, rng=None):
     """[B, ...] rows of token arrays [..., L] -> scores [B, ...]."""
-    model = self.train_model if rng is not None else self.eval_model
     ids = batch["input_ids"]
     flat = {k: batch[k].reshape(-1, ids.shape[-1]) for k in ("input_ids", "attention_mask", "token_type_ids")}
-    return forward(model, params, flat, rng).logits[:, 0].reshape(ids.shape[:-1])
+    return forward(self.model(rng), params, flat, rng).logits[:, 0].reshape(ids.shape[:-1])
 
   def sums(self, params, batch, rng):
     scores = self.scores(params, batch, rng)

@@ -13,7 +13,6 @@ Embedding sharing (config.rtd.embedding_sharing):
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections

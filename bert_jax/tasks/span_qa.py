@@ -18,10 +18,8 @@ import tokenizers
 
 from bert_jax import evaluation
 from bert_jax.data import finetune_readers as readers
-from bert_jax.models.config import ModelConfig
-from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import Objective, Term, cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask
+from bert_jax.tasks.base import cross_entropy
+from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
 from bert_jax.tasks.mlm import forward
 
 N_BEST = 20
@@ -59,16 +57,10 @@ def answer_tokens(offsets, sequence_ids, start_char: int, end_char: int) -> tupl
   return start, end
 
 
-class SpanObjective(Objective):
+class SpanObjective(TaskObjective):
   """(CE(start) + CE(end)) / 2 per window, summed over windows."""
 
-  def __init__(self, cfg: ModelConfig):
-    self.train_model = EncoderModel(cfg, head="qa", deterministic=False)
-    self.eval_model = EncoderModel(cfg, head="qa", deterministic=True)
-    self.terms = (Term("task_loss", "task_count"),)
-
-  def init(self, rngs, input_ids):
-    return self.train_model.init(rngs, input_ids)["params"]
+  head = "qa"
 
   def sum_keys(self):
     return ["task_loss", "task_count"]
@@ -77,8 +69,7 @@ class SpanObjective(Objective):
     return {"task_count": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}
 
   def spans(self, params, batch, rng=None):
-    model = self.train_model if rng is not None else self.eval_model
-    out = forward(model, params, batch, rng)
+    out = forward(self.model(rng), params, batch, rng)
     # Padding can never be a start or an end.
     valid = batch["attention_mask"].astype(bool)
     low = jnp.finfo(jnp.float32).min

@@ -15,10 +15,8 @@ import numpy as np
 
 from bert_jax import evaluation
 from bert_jax.data import finetune_readers as readers
-from bert_jax.models.config import ModelConfig
-from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import Objective, Term, cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask
+from bert_jax.tasks.base import cross_entropy
+from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
 from bert_jax.tasks.mlm import forward
 
 
@@ -47,26 +45,16 @@ def first_subtokens(offsets: list[tuple[int, int]], special: list[int], starts: 
   return out
 
 
-class TaggingObjective(Objective):
+class TaggingObjective(TaskObjective):
   """Cross entropy at the first sub-token of every word: sums over labelled tokens."""
 
-  def __init__(self, cfg: ModelConfig):
-    self.train_model = EncoderModel(cfg, head="token_classification", deterministic=False)
-    self.eval_model = EncoderModel(cfg, head="token_classification", deterministic=True)
-    self.terms = (Term("task_loss", "task_count"),)
-
-  def init(self, rngs, input_ids):
-    return self.train_model.init(rngs, input_ids)["params"]
-
-  def sum_keys(self):
-    return ["task_loss", "task_correct", "task_count"]
+  head = "token_classification"
 
   def totals(self, batch):
     return {"task_count": jnp.sum(batch["label_weights"].astype(jnp.float32))}
 
   def logits(self, params, batch, rng=None):
-    model = self.train_model if rng is not None else self.eval_model
-    return forward(model, params, batch, rng).logits
+    return forward(self.model(rng), params, batch, rng).logits
 
   def sums(self, params, batch, rng):
     logits = self.logits(params, batch, rng)
