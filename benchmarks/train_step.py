@@ -70,19 +70,22 @@ def measure(args, impl: str) -> dict:
   for _ in range(args.warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
+  times = []
   for _ in range(args.steps):
+    start = time.perf_counter()
     state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / args.steps
-  peak = hardware.peak_flops(args.dtype)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  # The median step: robust to other jobs on a shared machine (the mean is printed too).
+  seconds = float(np.median(times))
+  peak = hardware.peak_flops(args.dtype, refresh=True)
   model_flops = hardware.train_flops(cfg, args.batch, args.length, predictions)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   return {"family": args.family, "size": args.size, "batch": args.batch, "length": args.length,
           "dtype": args.dtype, "attention_impl": impl, "remat": args.remat, "scan": args.scan,
           "dropout": not args.no_dropout, "attention_dropout": cfg.attention_dropout_rate,
           "prng": jax.config.jax_default_prng_impl, "device": jax.devices()[0].device_kind, "params": n_params,
-          "compile_s": round(compile_s, 2), "step_s": round(seconds, 5),
+          "compile_s": round(compile_s, 2), "step_s": round(seconds, 5), "mean_step_s": round(float(np.mean(times)), 5),
           "tokens_per_s": round(args.batch * args.length / seconds, 1),
           "model_tflops_per_step": round(model_flops / 1e12, 4), "xla_tflops_per_step": round(flops / 1e12, 4),
           "achieved_tflops": round(model_flops / seconds / 1e12, 2),

@@ -32,8 +32,14 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5, dtype=jnp.float32) -
   return 2 * size ** 3 / best
 
 
-def peak_flops(dtype: str = "float32") -> float | None:
-  """Machine peak FLOP/s for this process's devices; CPU peak measured once and cached."""
+def peak_flops(dtype: str = "float32", refresh: bool = False) -> float | None:
+  """Machine peak FLOP/s for this process's devices.
+
+  Accelerators: the datasheet. CPU: the best measured jitted matmul, cached in
+  ~/.cache/bert_jax/cpu_peak.json. A measurement taken while other jobs load the
+  machine is low, so the cache keeps the best value seen, and `refresh=True`
+  (benchmarks) measures again and keeps the larger of the two.
+  """
   device = jax.local_devices()[0]
   if device.platform != "cpu":
     for name, flops in DATASHEET_BF16.items():
@@ -45,12 +51,12 @@ def peak_flops(dtype: str = "float32") -> float | None:
   try:
     with open(cache) as f:
       stored = json.load(f)
-    if key in stored:
-      return stored[key]
   except (OSError, json.JSONDecodeError):
     stored = {}
+  if key in stored and not refresh:
+    return stored[key]
   # Fake CPU devices share the same cores: one measurement is the machine's peak.
-  value = measure_matmul_peak()
+  value = max(measure_matmul_peak(), stored.get(key, 0.0))
   stored[key] = value
   try:
     os.makedirs(os.path.dirname(cache), exist_ok=True)

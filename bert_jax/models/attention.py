@@ -18,11 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.config import ModelConfig
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, constrain
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, scale: float,
-           bias: jax.Array | None = None, dropout: nn.Dropout | None = None, deterministic: bool = True,
+           bias: jax.Array | None = None, dropout: Dropout | None = None, deterministic: bool = True,
            impl: str = "xla", return_probs: bool = False):
   """softmax(scale * q.k + bias, masked) @ v with the softmax in float32.
 
@@ -64,7 +65,7 @@ def fused_attention(q, k, v, mask, bias, scale):
 
 
 def softmax_values(scores: jax.Array, v: jax.Array, mask: jax.Array | None, *,
-                   dropout: nn.Dropout | None = None, deterministic: bool = True,
+                   dropout: Dropout | None = None, deterministic: bool = True,
                    head_weights: jax.Array | None = None, return_probs: bool = False):
   """Masked float32 softmax over the last axis of scores [b, h, lq, lk], then @ v [b, lk, h, d].
 
@@ -125,7 +126,7 @@ class SelfAttention(nn.Module):
     query_proj, key_proj, value_proj = qkv_dense(cfg, self.dtype)
     q = constrain(query_proj(x if query is None else query), HEAD_ACTIVATION)
     k, v = constrain(key_proj(x), HEAD_ACTIVATION), constrain(value_proj(x), HEAD_ACTIVATION)
-    dropout = nn.Dropout(cfg.attention_dropout_rate) if cfg.attention_dropout_rate else None
+    dropout = Dropout(cfg.attention_dropout_rate, cfg.dropout_impl) if cfg.attention_dropout_rate else None
     # Only when asked for (mutable "intermediates"): otherwise no probabilities are kept or computed.
     record = self.is_mutable_collection("intermediates")
     out = attend(q, k, v, mask, scale=cfg.dim_per_head ** -0.5, dropout=dropout,

@@ -34,6 +34,7 @@ class ModelConfig:
   pad_token_id: int = 0                     # padding id (RoBERTa positions derive from it)
   dropout_rate: float = 0.1                 # hidden dropout
   attention_dropout_rate: float = 0.1       # dropout on attention probabilities
+  dropout_impl: Literal["hash", "threefry"] = "hash"  # keep-mask from a keyed position hash, or flax's threefry draw
 
   # Embeddings.
   embedding_size: int | None = None         # E < H factorises embeddings (ALBERT; DeBERTa embed_proj)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.config import ModelConfig
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, Embed, LayerNorm, constrain
 
 
@@ -39,7 +40,7 @@ class Embeddings(nn.Module):
       self.projection = Dense((cfg.hidden_size,), ("embed_factor", "embed"), use_bias=not project_first,
                               dtype=self.dtype)
     self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype)
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_impl)
 
   def __call__(self, input_ids, token_type_ids=None, position_ids=None, input_mask=None, *,
                deterministic: bool = True) -> jax.Array:

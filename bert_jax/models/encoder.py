@@ -16,6 +16,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from bert_jax.models.attention import SelfAttention
 from bert_jax.models.config import ModelConfig
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, Embed, LayerNorm, activation, constrain
 from bert_jax.models.relative import DisentangledSelfAttention
 
@@ -43,7 +44,7 @@ class AttentionBlock(nn.Module):
         x, mask, deterministic=self.deterministic, relative=relative, query=query)
     out = Dense((cfg.hidden_size,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype, name="output")(context)
     out = checkpoint_name(out, "attention_out")
-    out = nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
+    out = Dropout(cfg.dropout_rate, cfg.dropout_impl)(out, deterministic=self.deterministic)
     return LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")((x if query is None else query) + out)
 
 
@@ -60,7 +61,7 @@ class FeedForward(nn.Module):
     h = Dense((cfg.intermediate_size,), ("embed", "mlp"), dtype=self.dtype, name="wi")(x)
     h = constrain(activation(cfg.hidden_act)(h), ("batch", "length", "act_mlp"))
     h = Dense((cfg.hidden_size,), ("mlp", "embed"), dtype=self.dtype, name="wo")(h)
-    h = nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
+    h = Dropout(cfg.dropout_rate, cfg.dropout_impl)(h, deterministic=self.deterministic)
     return LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")(x + h)
 
 
@@ -112,7 +113,7 @@ class ConvLayer(nn.Module):
                                                            ("conv_window", "embed_in", "embed")),
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name="conv")(layer_input)
     mask = input_mask[..., None].astype(out.dtype)
-    out = activation(cfg.conv_act)(nn.Dropout(cfg.dropout_rate)(out * mask, deterministic=self.deterministic))
+    out = activation(cfg.conv_act)(Dropout(cfg.dropout_rate, cfg.dropout_impl)(out * mask, deterministic=self.deterministic))
     return LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")(layer_output + out) * mask
 
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.config import ModelConfig
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, LayerNorm, activation, param_with_axes
 
 
@@ -69,10 +70,11 @@ class Classifier(nn.Module):
   num_outputs: int
   dropout_rate: float = 0.1
   dtype: jnp.dtype = jnp.float32
+  dropout_impl: str = "hash"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    x = Dropout(self.dropout_rate, self.dropout_impl)(x, deterministic=deterministic)
     return Dense((self.num_outputs,), ("embed", "classes"), dtype=self.dtype, name="dense")(x).astype(jnp.float32)
 
 

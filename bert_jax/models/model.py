@@ -108,9 +108,9 @@ class EncoderModel(nn.Module):
         self.emd_position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, ("position", "embed"),
                                              dtype=dtype)
     if self.head == "pretraining":
-      self.pair_classifier = Classifier(2, cfg.dropout_rate, dtype)
+      self.pair_classifier = Classifier(2, cfg.dropout_rate, dtype, cfg.dropout_impl)
     elif self.head in ("classification", "token_classification"):
-      self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, dtype)
+      self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, dtype, cfg.dropout_impl)
     elif self.head == "qa":
       self.qa_outputs = Classifier(2, 0.0, dtype)
     elif self.head == "rtd":

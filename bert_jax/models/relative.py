@@ -23,6 +23,7 @@ import numpy as np
 
 from bert_jax.models.attention import HEAD_ACTIVATION, attend, qkv_dense, record_attention, softmax_values
 from bert_jax.models.config import ModelConfig
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, constrain, param_with_axes, default_kernel_init
 
 
@@ -88,7 +89,7 @@ class DisentangledSelfAttention(nn.Module):
         raise ValueError("disentangled attention needs the relative embeddings")
       bias = self.relative_scores(q, k, relative["embeddings"], query_proj, key, deterministic) * scale
 
-    dropout = nn.Dropout(cfg.attention_dropout_rate) if cfg.attention_dropout_rate else None
+    dropout = Dropout(cfg.attention_dropout_rate, cfg.dropout_impl) if cfg.attention_dropout_rate else None
     # Attention maps only when asked for (mutable "intermediates"; see attention.record_attention).
     record = self.is_mutable_collection("intermediates")
     if not cfg.talking_head:
@@ -117,7 +118,7 @@ class DisentangledSelfAttention(nn.Module):
     """Unscaled c2p + p2c scores [b, heads, l, l] (float32)."""
     cfg = self.config
     length = q.shape[1]
-    table = nn.Dropout(cfg.dropout_rate)(table.astype(self.dtype), deterministic=deterministic)
+    table = Dropout(cfg.dropout_rate, cfg.dropout_impl)(table.astype(self.dtype), deterministic=deterministic)
     # Table rows for distances i - j = -(L-1) .. L-1, in that order: [2L - 1].
     rows = relative_table_index(cfg, np.arange(-(length - 1), length))
     features, axes = (cfg.num_heads, cfg.dim_per_head), ("embed", "heads", "kv")
