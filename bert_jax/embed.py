@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import caches
 from bert_jax.models.heads import POOLING, l2_normalize
 
 POOLINGS = tuple(POOLING)  # cls, mean, max
@@ -72,7 +73,6 @@ ATTENTION_COST_LENGTH = 512
 COMPILE_COST_TOKENS_CPU = 3_000
 COMPILE_COST_TOKENS_ACCELERATOR = 1_000_000
 PROGRESS_MIN_TEXTS = 1000
-CACHE_DIR = os.path.join("~", ".cache", "bert_jax", "jax_cache")
 _KNOWN_ST_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
@@ -616,14 +616,6 @@ def save_npy(path: str, array: np.ndarray) -> None:
     raise
 
 
-def enable_compilation_cache() -> None:
-  """Persistent XLA cache so a repeat run loads its programs instead of compiling them."""
-  if jax.config.jax_compilation_cache_dir is None:  # JAX_COMPILATION_CACHE_DIR wins
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(CACHE_DIR))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m bert_jax.embed", description=__doc__.split("\n")[0])
   parser.add_argument("--model", required=True, help="Hugging Face or bert_jax model folder")
@@ -641,7 +633,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
   parser.add_argument("--allow_empty_lines", action="store_true", help="embed empty lines as empty strings")
   parser.add_argument("--compilation_cache", action=argparse.BooleanOptionalAction, default=True,
-                      help=f"keep compiled programs in {CACHE_DIR}")
+                      help=f"keep compiled programs in {caches.path('jax_cache')}")
   return parser
 
 
@@ -662,7 +654,7 @@ def run(args: argparse.Namespace) -> None:
     raise EmbedError(f"--model {args.model}: not a folder")
   texts = read_lines(args.input, args.allow_empty_lines)
   if args.compilation_cache:
-    enable_compilation_cache()
+    caches.enable_compilation_cache()
   model, params, tokenizer = load(args.model, args.dtype)
   settings = resolve_settings(folder_defaults(args.model, model.config.max_length), model.config.max_length,
                               pooling=args.pooling, normalize=args.normalize, max_length=args.max_length,

@@ -10,6 +10,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from bert_jax import caches
+
 # Dense bf16 peak per chip (FLOP/s), from the vendors' datasheets.
 DATASHEET_BF16 = {
     "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
@@ -36,7 +38,7 @@ def peak_flops(dtype: str = "float32", refresh: bool = False) -> float | None:
   """Machine peak FLOP/s for this process's devices.
 
   Accelerators: the datasheet. CPU: the best measured jitted matmul, cached in
-  ~/.cache/bert_jax/cpu_peak.json. A measurement taken while other jobs load the
+  bert_jax.caches (cpu_peak.json). A measurement taken while other jobs load the
   machine is low, so the cache keeps the best value seen, and `refresh=True`
   (benchmarks) measures again and keeps the larger of the two.
   """
@@ -46,7 +48,7 @@ def peak_flops(dtype: str = "float32", refresh: bool = False) -> float | None:
       if device.device_kind.startswith(name):
         return flops * jax.local_device_count() * (0.5 if dtype == "float32" and "TPU" not in name else 1.0)
     return None
-  cache = os.path.join(os.path.expanduser("~"), ".cache", "bert_jax", "cpu_peak.json")
+  cache = caches.path("cpu_peak.json")
   key = f"{platform.processor() or platform.machine()}-{os.cpu_count()}-{jax.__version__}"
   try:
     with open(cache) as f:

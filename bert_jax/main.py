@@ -6,6 +6,7 @@
     python -m bert_jax.main ... --coordinator_address=HOST:PORT --num_processes=2 --process_id=0
 """
 
+import logging as std_logging
 import os
 
 from absl import app, flags, logging
@@ -18,7 +19,17 @@ flags.DEFINE_string("workdir", None, "Run directory: checkpoints/, metrics.jsonl
 flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+flags.DEFINE_bool("compilation_cache", True, "Keep compiled programs in the persistent cache (bert_jax.caches); "
+                  "a repeat run of the same shapes then skips compilation.")
+flags.DEFINE_bool("library_info_logs", False, "Show Orbax's per-save INFO lines (warnings and errors always show).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+  """Drops Orbax's INFO records (dozens per checkpoint); its warnings and errors pass."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 def initialize_distributed() -> None:
@@ -38,8 +49,12 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.library_info_logs:
+    logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   initialize_distributed()
-  from bert_jax import train
+  from bert_jax import caches, train
+  if FLAGS.compilation_cache:
+    caches.enable_compilation_cache()
   try:
     if "task" in FLAGS.config:
       from bert_jax import finetune

@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax import embed
+from bert_jax import caches, embed
 from bert_jax.evaluation import mrr, ndcg_at_k, recall_at_k
 
 MODES = ("hybrid", "bm25", "dense")
@@ -923,7 +923,7 @@ def _parser() -> argparse.ArgumentParser:
 
   for p in (index, query, evaluate):
     p.add_argument("--compilation_cache", action=argparse.BooleanOptionalAction, default=True,
-                   help=f"keep compiled programs in {embed.CACHE_DIR}")
+                   help=f"keep compiled programs in {caches.path('jax_cache')}")
   return parser
 
 
@@ -943,7 +943,7 @@ def _run_index(args: argparse.Namespace) -> None:
   if not os.path.isdir(args.model):
     raise SearchError(f"--model {args.model}: not a folder")
   if args.compilation_cache:
-    embed.enable_compilation_cache()
+    caches.enable_compilation_cache()
   index = HybridIndex.build(args.model, docs, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
                             batch_size=args.batch_size, stemmer=args.stemmer, progress=True)
   index.info["created"].update(documents=os.path.abspath(args.documents),
@@ -956,7 +956,7 @@ def _run_index(args: argparse.Namespace) -> None:
 
 def _open_index(args: argparse.Namespace) -> HybridIndex:
   if args.compilation_cache:
-    embed.enable_compilation_cache()
+    caches.enable_compilation_cache()
   return HybridIndex.load(args.index, model=args.model)
 
 

@@ -168,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if total_steps > 0:
     loader = pretraining_data.make_loader(
         config.data, data_objective, tokenizer, split="train", global_batch_size=config.batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
     train_iter = iter(loader)
 
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
@@ -215,7 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def evaluate(params) -> dict[str, float]:
     eval_loader = pretraining_data.make_loader(
         config.data, data_objective, tokenizer, split="validation", global_batch_size=config.batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
     totals: dict[str, float] = {}
     for i, batch in enumerate(eval_loader):
       if config.eval_steps and i >= config.eval_steps:
@@ -235,7 +235,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   first = global_batch(next(train_iter))
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     compiled = train_step.lower(state, first).compile()
-  flops = _flops(compiled)
+  if config.objective in ("mlm", "mlm_nsp", "mlm_sop"):
+    # Model FLOPs (hardware.train_flops), the MFU convention; XLA's count misses library calls.
+    flops = hardware.train_flops(cfg, config.batch_size, config.data.max_length, config.data.max_predictions)
+  else:
+    flops = _flops(compiled)
   progress = metrics_lib.Progress(total_steps, config.batch_size * config.data.max_length, flops,
                                   hardware.peak_flops(cfg.dtype))
   preemption = Preemption()

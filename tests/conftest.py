@@ -10,6 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # a shared persistent compilation cache turns the repeats into cache hits.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "bert_jax_test_xla_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Prepared shards and the CPU peak go to a cache of this test session, not the user's.
+os.environ.setdefault("BERT_JAX_CACHE", tempfile.mkdtemp(prefix="bert_jax_test_cache_"))
 
 import hashlib  # noqa: E402
 import importlib.util  # noqa: E402

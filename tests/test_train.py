@@ -24,6 +24,7 @@ from tests.conftest import REPO
 TINY = {
     "model.hidden_size": 32, "model.num_heads": 2, "model.intermediate_size": 64, "model.num_layers": 2,
     "model.vocab_size": 8192, "model.max_position_embeddings": 64,
+    "model.scan_layers": True,  # the layout of the deep configs (bert-tiny alone would be unrolled)
     "data.max_length": 32, "data.max_predictions": 5, "batch_size": 16,
     "log_every": 1, "eval_every": 0, "eval_steps": 2, "checkpoint_every": 3,
     "optimizer.warmup_steps": 2, "optimizer.learning_rate": 1e-3,

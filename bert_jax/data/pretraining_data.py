@@ -3,7 +3,7 @@
     from bert_jax.data import pretraining_data
     loader = pretraining_data.make_loader(config.data, "mlm_nsp", tokenizer, split="train",
                                           global_batch_size=256, seed=0, process_index=jax.process_index(),
-                                          process_count=jax.process_count(), workdir=workdir)
+                                          process_count=jax.process_count())
     it = iter(loader)                        # a grain DatasetIterator
     batch = next(it)                         # dict of numpy arrays, global_batch_size / process_count rows
     state = pretraining_data.loader_state(it)    # JSON-serialisable; save it with the checkpoint
@@ -31,12 +31,12 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 
 import grain
 import numpy as np
 from absl import flags
 
+from bert_jax import caches
 from bert_jax.data import masking
 from bert_jax.data import prepare as prepare_lib
 from bert_jax.data import records
@@ -54,16 +54,10 @@ _VALIDATION_STREAM = 2**32 - 1
 _PREFETCH_BATCHES = 4
 
 
-def _cache_dir(config, workdir: str | None) -> str:
-  if config.cache_dir:
-    return config.cache_dir
-  if not workdir:
-    raise ValueError("make_loader needs a workdir or data.cache_dir to keep prepared shards in")
-  if "://" in workdir:
-    local = os.path.join(tempfile.gettempdir(), "bert_jax_prepared")
-    log.warning("workdir %s is remote; preparing shards in %s (set data.cache_dir to choose)", workdir, local)
-    return local
-  return os.path.join(workdir, "prepared")
+def _cache_dir(config) -> str:
+  """data.cache_dir, else the shared cache (bert_jax.caches): prepared folders are named by a
+  fingerprint of their inputs, so runs in any workdir reuse them and never see stale ones."""
+  return config.cache_dir or caches.path("prepared")
 
 
 def _seed32(*parts) -> int:
@@ -180,7 +174,7 @@ class Loader:
 
 def make_loader(
     data_config, objective: str, tokenizer, split: str = "train", global_batch_size: int = 256, seed: int = 0,
-    process_index: int = 0, process_count: int = 1, workdir: str | None = None,
+    process_index: int = 0, process_count: int = 1,
 ) -> Loader:
   """Prepares (or reuses) the split's examples and returns its Loader; see the module docstring."""
   config = resolve(data_config)
@@ -197,7 +191,7 @@ def make_loader(
   # (and the losses) do not depend on how many processes read them.
   shard_index, shard_count = (process_index, process_count) if config.per_process_shards else (0, 1)
   prepared = prepare_lib.prepare(config, objective, tokenizer, split=split, seed=seed, process_index=shard_index,
-                                 process_count=shard_count, out_dir=_cache_dir(config, workdir))
+                                 process_count=shard_count, out_dir=_cache_dir(config))
   source = grain.sources.ArrayRecordDataSource(prepared.paths)
   count = len(source)
   if count != prepared.num_examples:
