@@ -28,6 +28,9 @@ EXTRAS = {
     # Regenerates the golden files in tests/testdata (PyTorch reference models).
     # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
     "parity": ["torch==2.13.0", "transformers", "sentence-transformers"],
+    # gs:// workdirs and data: epath (metrics, exports) through gcsfs, TensorBoard events through
+    # google-cloud-storage; Orbax checkpoints reach GCS through TensorStore without either.
+    "gcs": ["gcsfs", "google-cloud-storage"],
 }
 
 setuptools.setup(

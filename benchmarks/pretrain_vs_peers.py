@@ -127,7 +127,7 @@ def main() -> None:
              "model_gflops_per_step": round(flops / 1e9, 1), "frameworks": {}}
   print(f"\n{args.family}-{args.size}, batch {args.batch} x {args.length}, {args.steps} steps per process, "
         f"median of {args.runs} runs; MFU against the measured matmul peak {peak / 1e9:.0f} GFLOP/s")
-  print(f"| framework | wall (s) | step (s) | tokens/s | MFU |\n|---|---|---|---|---|")
+  print("| framework | wall (s) | step (s) | tokens/s | MFU |\n|---|---|---|---|---|")
   for name, runs in results.items():
     wall, step = float(np.median([r["wall_s"] for r in runs])), float(np.median([r["step_s"] for r in runs]))
     summary["frameworks"][name] = {"wall_s": round(wall, 2), "step_s": round(step, 4),

@@ -11,7 +11,6 @@ favour of the one before it, never deleted.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -19,6 +18,8 @@ import grain.checkpoint as grain_ckpt
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from bert_jax import fileio
 
 
 class CheckpointMismatch(ValueError):
@@ -40,7 +41,7 @@ class Checkpointer:
   """Wraps an Orbax CheckpointManager for one run directory."""
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = fileio.resolve(directory)  # local (absolute) or gs://
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(
@@ -71,7 +72,7 @@ class Checkpointer:
             + ("\n  ..." if len(problems) > 12 else "") + "\nUse the config that wrote it, or a new workdir.")
       try:
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None and os.path.isdir(os.path.join(self.directory, str(step), "data")):
+        if data_iterator is not None and (self.directory / str(step) / "data").is_dir():
           items["data"] = grain_ckpt.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], step
@@ -105,9 +106,9 @@ class Checkpointer:
     """Moves an unreadable step out of Orbax's view (kept on disk for inspection, not deleted)."""
     if jax.process_index() != 0:
       return
-    src = os.path.join(self.directory, str(step))
-    if os.path.isdir(src):
-      os.rename(src, os.path.join(self.directory, f"unreadable-{step}-{int(time.time())}"))
+    src = self.directory / str(step)
+    if src.is_dir():
+      src.rename(self.directory / f"unreadable-{step}-{int(time.time())}")
     self.manager.reload()
 
   def wait(self) -> None:

@@ -17,20 +17,32 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from bert_jax import fileio
+
 
 class MetricWriter:
+  """Appends metric records to WORKDIR/metrics.jsonl (and TensorBoard events) from process 0.
+
+  A local file is appended to line by line. Object stores (gs://) cannot append, so a
+  remote metrics.jsonl is rewritten whole at each write from the lines kept in memory
+  (a few hundred kB even for long runs at the usual log_every).
+  """
+
   def __init__(self, workdir: str, *, resume_step: int | None = None, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = fileio.resolve(workdir) / "metrics.jsonl"
+    self.remote = fileio.is_remote(self.path)
+    self._lines: list[str] = []
     self._tb = None
     if not self.enabled:
       return
     if resume_step is not None:
       truncate_after(self.path, resume_step)
+    if self.remote and self.path.exists():
+      self._lines = self.path.read_text().splitlines(keepends=True)
     if tensorboard:
       try:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._tb = _summary_writer_class()(os.fspath(fileio.resolve(workdir) / "tensorboard"))
       except ImportError:
         self._tb = None
 
@@ -41,8 +53,13 @@ class MetricWriter:
     for key, value in values.items():
       value = np.asarray(value).item() if not isinstance(value, (int, float, str)) else value
       record[key] = value if not (isinstance(value, float) and not math.isfinite(value)) else str(value)
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    if self.remote:
+      self._lines.append(line)
+      self.path.write_text("".join(self._lines))
+    else:
+      with open(self.path, "a") as f:
+        f.write(line)
     if self._tb is not None:
       for key, value in values.items():
         if isinstance(record[key], (int, float)):
@@ -54,30 +71,44 @@ class MetricWriter:
       self._tb.close()
 
 
-def truncate_after(path: str, step: int) -> None:
-  """Drops lines with "step" > step (atomically: a temp file renamed over the original)."""
-  if not os.path.exists(path):
+def _summary_writer_class():
+  """tensorboardX.SummaryWriter, imported without torch.
+
+  tensorboardX's writer imports torch when it is installed, only to accept torch tensors:
+  1.3 s of a run's start-up here. Scalars are Python floats, so the import runs with torch
+  marked absent when nothing has imported it yet (and unmarked right after).
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # makes `import torch` raise ImportError
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
+def truncate_after(path, step: int) -> None:
+  """Drops lines with "step" > step (atomically: the file is replaced only by a complete one)."""
+  path = fileio.resolve(path)
+  if not path.exists():
     return
-  with open(path) as f:
-    lines = f.readlines()
+  lines = path.read_text().splitlines(keepends=True)
   kept = []
   for line in lines:
     try:
       if json.loads(line).get("step", 0) <= step:
-        kept.append(line)
+        kept.append(line if line.endswith("\n") else line + "\n")
     except json.JSONDecodeError:
       continue  # a half-written last line from a killed process
-  if len(kept) != len(lines):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+  if kept != lines:
+    fileio.write_text_atomic(path, "".join(kept))
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = (fileio.resolve(workdir) / "metrics.jsonl").read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 class Progress:

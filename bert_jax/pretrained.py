@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.convert import hf_config, hf_params, layout
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
@@ -144,6 +146,11 @@ def save_pretrained(path: str, model: EncoderModel, params: Mapping, *, tokenize
                     extra: Mapping[str, Any] | None = None) -> None:
   """Writes a bert_jax checkpoint folder; the previous content of `path` stays until the new one is complete."""
   import orbax.checkpoint as ocp
+  if fileio.is_remote(path):  # written whole on local disk, then uploaded (fileio.upload_tree)
+    with tempfile.TemporaryDirectory() as local:
+      save_pretrained(os.path.join(local, "model"), model, params, tokenizer_from=tokenizer_from, extra=extra)
+      fileio.upload_tree(os.path.join(local, "model"), path)
+    return
   path = os.path.abspath(path)
   tmp = path + ".tmp"
   if os.path.exists(tmp):

@@ -23,7 +23,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bert_jax import checkpointing, config_lib, hardware, metrics as metrics_lib, optim, sharding, steps
+from bert_jax import checkpointing, config_lib, fileio, hardware, metrics as metrics_lib, optim, sharding, steps
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
 
@@ -134,8 +134,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   from bert_jax.data import pretraining_data
   from bert_jax.data.tokenizers import check_fits, load_tokenizer
 
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  run_dir = fileio.resolve(workdir)  # local (made absolute) or a bucket URI
+  run_dir.mkdir(parents=True, exist_ok=True)
+  workdir = os.fspath(run_dir)
   cfg = config_lib.model_config(config)
   rules = sharding.rules_from_config(config.sharding_rules)
   mesh = sharding.make_mesh(config.mesh.to_dict())

@@ -61,7 +61,7 @@ run "${tpu[@]}" scp "$archive" "$name:~/bert_jax.tar.gz" "${where[@]}" --worker=
 # 3. Install (JAX with the libtpu that matches it) and 4. start on all workers at once.
 jax_version="$(python -c 'import jax; print(jax.__version__)' 2>/dev/null || echo 0.10.2)"
 flags="$(printf '%q ' "$@")"
-setup="rm -rf ~/bert_jax && tar xzf ~/bert_jax.tar.gz -C ~ && cd ~/bert_jax && pip install -q -e . 'jax[tpu]==${jax_version}'"
+setup="rm -rf ~/bert_jax && tar xzf ~/bert_jax.tar.gz -C ~ && cd ~/bert_jax && pip install -q -e '.[gcs]' 'jax[tpu]==${jax_version}'"
 start="cd ~/bert_jax && nohup python -m bert_jax.main ${flags} > ~/bert_jax.log 2>&1 < /dev/null &"
 run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command "$setup"
 run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command "$start"

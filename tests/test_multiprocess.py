@@ -2,11 +2,14 @@
 
 import os
 import subprocess
+import sys
+import time
 
 import numpy as np
+import pytest
 
 from bert_jax import train
-from tests.conftest import REPO
+from tests.conftest import REPO, tree_digest
 from tests.test_train import corpus, losses, overrides, quick_config  # noqa: F401 (fixture)
 
 
@@ -28,3 +31,41 @@ def test_two_processes_match_one_process(corpus, tmp_path):  # noqa: F811
   # Both processes wrote their part of the checkpoint (each its data-iterator position).
   data = sorted(os.listdir(tmp_path / "two" / "checkpoints" / "3" / "data"))
   assert [d for d in data if d.startswith("process_")] == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+@pytest.mark.parametrize("victim", [1, 0])  # a worker, then the coordinator itself
+def test_killed_process_stops_the_other_with_a_clear_error(corpus, tmp_path, victim):  # noqa: F811
+  """kill -9 of one process mid-run: the other exits (status 3) with a message naming the cause, well
+  within the 5-minute bound, and the checkpoint completed before the kill stays byte-for-byte intact."""
+  workdir = tmp_path / "run"
+  flags = overrides(corpus, total_steps=100_000, checkpoint_every=4, keep_checkpoints=10,
+                    **{"mesh.data": 1, "mesh.fsdp": -1})
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
+  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  port = 20000 + (os.getpid() * 7 + victim) % 20000
+  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, "-m", "bert_jax.main", "--config=configs/pretrain.py:bert-tiny",
+                             f"--workdir={workdir}", *flags, f"--coordinator_address=localhost:{port}",
+                             "--num_processes=2", f"--process_id={i}", "--heartbeat_timeout=20"],
+                            cwd=REPO, env=env, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT)
+           for i in range(2)]
+  survivor = procs[1 - victim]
+  try:
+    deadline = time.time() + 300
+    while not (workdir / "checkpoints" / "4").is_dir() or "step       6/" not in logs[0].read_text():
+      assert time.time() < deadline and all(p.poll() is None for p in procs), logs[0].read_text()[-3000:]
+      time.sleep(0.5)
+    intact = tree_digest(workdir / "checkpoints" / "4")
+    procs[victim].kill()
+    killed_at = time.time()
+    code = survivor.wait(timeout=300)
+    waited = time.time() - killed_at
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  text = logs[1 - victim].read_text()
+  assert code == 3, text[-3000:]
+  assert waited < 120, waited
+  assert f"process {1 - victim} of 2 stopped: another process of this run died or was killed" in text
+  assert tree_digest(workdir / "checkpoints" / "4") == intact

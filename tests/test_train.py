@@ -6,7 +6,6 @@ the way a user launches them.
 """
 
 import gzip
-import json
 import os
 import signal
 import subprocess

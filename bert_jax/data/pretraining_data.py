@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import os
 
 import grain
 import numpy as np

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
