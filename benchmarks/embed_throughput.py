@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_PYTHON = os.path.expanduser("~/.cache/bert_jax/peers/bin/python")
 
 SENTENCE_TRANSFORMERS = """
 import sys, numpy as np
@@ -71,6 +72,9 @@ def main() -> None:
   parser.add_argument("--runs", type=int, default=3)
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--warm", action="store_true", help="keep one compilation cache across bert_jax runs")
+  parser.add_argument("--peer_python", default=None,
+                      help="python with sentence-transformers (default: the peers' environment of "
+                           "benchmarks/peers/setup.sh if present, else this python)")
   args = parser.parse_args()
   model = args.model or minilm_folder()
   work = tempfile.mkdtemp(prefix="embed_bench_")
@@ -78,7 +82,8 @@ def main() -> None:
   ours_out, theirs_out = os.path.join(work, "ours.npy"), os.path.join(work, "theirs.npy")
   ours = [sys.executable, "-m", "bert_jax.embed", f"--model={model}", f"--input={texts}", f"--output={ours_out}"]
   ours += [f"--batch_size={args.batch_size}"] if args.batch_size else []
-  theirs = [sys.executable, "-c", SENTENCE_TRANSFORMERS, model, texts, theirs_out]
+  peer_python = args.peer_python or (PEER_PYTHON if os.path.exists(PEER_PYTHON) else sys.executable)
+  theirs = [peer_python, "-c", SENTENCE_TRANSFORMERS, model, texts, theirs_out]
   print("ours:  ", " ".join(ours))
   print("theirs:", " ".join(theirs[:2]), "<script>", " ".join(theirs[3:]))
   times: dict[str, list[tuple[float, float]]] = {"bert_jax": [], "sentence-transformers": []}

@@ -45,6 +45,8 @@ def measure(args, impl: str) -> dict:
   from bert_jax.tasks.mlm import MLMObjective
   overrides = {"dtype": args.dtype, "attention_impl": impl, "remat_policy": args.remat,
                "scan_layers": args.scan, "max_position_embeddings": max(512, args.length)}
+  if args.vocab_size:
+    overrides["vocab_size"] = args.vocab_size
   if args.no_dropout:
     overrides.update(dropout_rate=0.0, attention_dropout_rate=0.0)
   if args.attention_dropout is not None:
@@ -69,7 +71,7 @@ def measure(args, impl: str) -> dict:
   flops = float(analysis.get("flops", 0.0))
   for _ in range(args.warmup):
     state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
+  jax.block_until_ready(state)
   times = []
   for _ in range(args.steps):
     start = time.perf_counter()
@@ -124,6 +126,7 @@ def main() -> None:
   parser.add_argument("--scan", action="store_true")
   parser.add_argument("--no_dropout", action="store_true")
   parser.add_argument("--attention_dropout", type=float, default=None, help="override (0 lets cuDNN fuse attention)")
+  parser.add_argument("--vocab_size", type=int, default=None, help="override the family's vocabulary")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--json", default="", help="append the result lines to this file")

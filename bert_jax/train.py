@@ -233,14 +233,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return result
 
   # Compile once ahead of the loop: the cost analysis gives FLOPs per step for MFU.
-  first = global_batch(next(train_iter))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    compiled = train_step.lower(state, first).compile()
+  first, compiled = None, None
+  if start_step < total_steps:  # a finished run (rerun to evaluate / export) compiles no train step
+    first = global_batch(next(train_iter))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      compiled = train_step.lower(state, first).compile()
   if config.objective in ("mlm", "mlm_nsp", "mlm_sop"):
     # Model FLOPs (hardware.train_flops), the MFU convention; XLA's count misses library calls.
     flops = hardware.train_flops(cfg, config.batch_size, config.data.max_length, config.data.max_predictions)
   else:
-    flops = _flops(compiled)
+    flops = _flops(compiled) if compiled is not None else None
   progress = metrics_lib.Progress(total_steps, config.batch_size * config.data.max_length, flops,
                                   hardware.peak_flops(cfg.dtype))
   preemption = Preemption()
@@ -295,12 +297,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         progress.print(f"preemption signal: saved step {step}; exiting")
         break
     else:
-      if total_steps > start_step and jax.process_count() == 1:
-        # Multi-process runs keep only their checkpoints for now: gathering the params for a
-        # single-file export deadlocked against the checkpointer's collectives in testing.
+      finished_before = start_step >= total_steps
+      if finished_before:
+        # The same command on a finished run (e.g. one process on a CPU after a multi-host run):
+        # evaluate the final checkpoint and write the export that multi-process runs skip.
+        last_eval = evaluate(state.params)
+        writer.write(start_step, last_eval)
+        progress.print(f"eval of the final checkpoint (step {start_step}): "
+                       + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+      model_dir = os.path.join(workdir, "model")
+      if jax.process_count() == 1 and (not finished_before or not fileio.resolve(model_dir).exists()):
+        # Multi-process runs keep only their checkpoints: gathering the params for a single-folder
+        # export deadlocked against the checkpointer's collectives in testing. Rerunning the command
+        # on one process exports the final checkpoint.
         checkpointer.wait()
-        export_model(objective, state.params, os.path.join(workdir, "model"), config.data.tokenizer)
-        progress.print(f"saved the trained model in {os.path.join(workdir, 'model')} (from_pretrained / init_from)")
+        export_model(objective, state.params, model_dir, config.data.tokenizer)
+        progress.print(f"saved the trained model in {model_dir} (from_pretrained / init_from)")
   finally:
     checkpointer.close()
     writer.close()
