@@ -42,8 +42,11 @@ DEFAULT_PEER_PYTHON = os.path.expanduser("~/.cache/bert_jax/peers/bin/python")
 def model_sizes(family: str, size: str) -> dict[str, int]:
   from bert_jax import models
   cfg = models.build(family, size)
-  return {"hidden": cfg.hidden_size, "layers": cfg.num_layers, "heads": cfg.num_heads,
-          "intermediate": cfg.intermediate_size, "vocab": cfg.vocab_size}
+  sizes = {"hidden": cfg.hidden_size, "layers": cfg.num_layers, "heads": cfg.num_heads,
+           "intermediate": cfg.intermediate_size, "vocab": cfg.vocab_size}
+  if cfg.embedding_size:
+    sizes["embedding"] = cfg.embedding_size
+  return sizes
 
 
 def run_ours(args, workdir: str, env: dict[str, str]) -> dict:
@@ -79,7 +82,7 @@ def run_peer(args, name: str, python: str) -> dict:
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--family", choices=["bert", "deberta"], default="bert")
+  p.add_argument("--family", choices=["bert", "roberta", "albert", "deberta"], default="bert")
   p.add_argument("--size", default="small")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--length", type=int, default=128)

@@ -7,7 +7,8 @@ peers' environment (`benchmarks/peers/setup.sh`):
         --intermediate=2048 --vocab=30522 --batch=16 --length=128 --predictions=20 --steps=10
 
 BERT trains BertForPreTraining (MLM + next-sentence head, as bert_jax's mlm_nsp objective),
-DeBERTa DebertaV2ForMaskedLM (v3 layout: 256 position buckets, shared attention keys,
+RoBERTa RobertaForMaskedLM, ALBERT AlbertForPreTraining (MLM + sentence order, factorised
+embeddings, one shared layer), DeBERTa DebertaV2ForMaskedLM (v3 layout: 256 position buckets, shared attention keys,
 c2p + p2c). Labels are -100 except `predictions` random positions per row, the standard
 DataCollatorForLanguageModeling setup (the head computes logits at every position).
 AdamW (lr 1e-4, weight decay 0.01) with gradient clipping at 1.0, dropout 0.1, float32.
@@ -27,9 +28,10 @@ import transformers  # noqa: E402
 
 def main() -> None:
   p = argparse.ArgumentParser()
-  p.add_argument("--family", choices=["bert", "deberta"], default="bert")
+  p.add_argument("--family", choices=["bert", "roberta", "albert", "deberta"], default="bert")
   for name in ("hidden", "layers", "heads", "intermediate", "vocab", "batch", "length", "predictions"):
     p.add_argument(f"--{name}", type=int, required=True)
+  p.add_argument("--embedding", type=int, default=0, help="ALBERT's factorised embedding size")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
   args = p.parse_args()
@@ -41,6 +43,12 @@ def main() -> None:
                 hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
   if args.family == "bert":
     model = transformers.BertForPreTraining(transformers.BertConfig(**common))
+  elif args.family == "roberta":
+    model = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{**common, "max_position_embeddings": 514},
+                                                                       pad_token_id=1, type_vocab_size=1))
+  elif args.family == "albert":
+    model = transformers.AlbertForPreTraining(transformers.AlbertConfig(**common, embedding_size=args.embedding,
+                                                                        hidden_act="gelu_new"))
   else:
     config = transformers.DebertaV2Config(**common, type_vocab_size=0, relative_attention=True, position_buckets=256,
                                           max_relative_positions=-1, pos_att_type=["p2c", "c2p"],
@@ -60,10 +68,11 @@ def main() -> None:
       labels[row, where] = ids[row, where]
     out = {"input_ids": torch.tensor(ids), "attention_mask": torch.ones(args.batch, args.length, dtype=torch.long),
            "labels": torch.tensor(labels)}
-    if args.family == "bert":
+    if args.family in ("bert", "albert"):
       out["token_type_ids"] = torch.tensor((np.arange(args.length) >= args.length // 2).astype(np.int64)).expand(
           args.batch, -1)
-      out["next_sentence_label"] = torch.tensor(rng.integers(0, 2, args.batch))
+      pair_labels = torch.tensor(rng.integers(0, 2, args.batch))
+      out["next_sentence_label" if args.family == "bert" else "sentence_order_label"] = pair_labels
     return out
 
   times, first_step_done = [], 0.0

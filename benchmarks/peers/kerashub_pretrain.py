@@ -6,7 +6,7 @@ in the peers' environment (`benchmarks/peers/setup.sh`):
     python benchmarks/peers/kerashub_pretrain.py --family=bert --hidden=512 --layers=4 --heads=8 \
         --intermediate=2048 --vocab=30522 --batch=16 --length=128 --predictions=20 --steps=10
 
-BertMaskedLM / DebertaV3MaskedLM without a preprocessor, fed token ids, padding mask and
+BertMaskedLM / RobertaMaskedLM / AlbertMaskedLM / DebertaV3MaskedLM without a preprocessor, fed token ids, padding mask and
 `predictions` mask positions per row (KerasHub's MLM head, like bert_jax's, computes
 logits only there). AdamW (lr 1e-4, weight decay 0.01, clipnorm 1.0), dropout 0.1,
 float32, `jit_compile=True`, one `train_on_batch` per step. The first step includes
@@ -28,9 +28,10 @@ import numpy as np  # noqa: E402
 
 def main() -> None:
   p = argparse.ArgumentParser()
-  p.add_argument("--family", choices=["bert", "deberta"], default="bert")
+  p.add_argument("--family", choices=["bert", "roberta", "albert", "deberta"], default="bert")
   for name in ("hidden", "layers", "heads", "intermediate", "vocab", "batch", "length", "predictions"):
     p.add_argument(f"--{name}", type=int, required=True)
+  p.add_argument("--embedding", type=int, default=0, help="ALBERT's factorised embedding size")
   p.add_argument("--steps", type=int, default=10)
   args = p.parse_args()
   keras.utils.set_random_seed(0)
@@ -38,6 +39,11 @@ def main() -> None:
                intermediate_dim=args.intermediate, dropout=0.1, max_sequence_length=512)
   if args.family == "bert":
     model = keras_hub.models.BertMaskedLM(keras_hub.models.BertBackbone(**sizes), preprocessor=None)
+  elif args.family == "roberta":
+    model = keras_hub.models.RobertaMaskedLM(keras_hub.models.RobertaBackbone(**sizes), preprocessor=None)
+  elif args.family == "albert":
+    model = keras_hub.models.AlbertMaskedLM(keras_hub.models.AlbertBackbone(**sizes, embedding_dim=args.embedding),
+                                            preprocessor=None)
   else:
     model = keras_hub.models.DebertaV3MaskedLM(keras_hub.models.DebertaV3Backbone(**sizes, bucket_size=256),
                                                preprocessor=None)
@@ -52,7 +58,7 @@ def main() -> None:
     positions = np.stack([np.sort(rng.choice(args.length, args.predictions, replace=False))
                           for _ in range(args.batch)]).astype("int32")
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids, dtype=bool), "mask_positions": positions}
-    if args.family == "bert":
+    if args.family in ("bert", "albert"):
       x["segment_ids"] = np.broadcast_to((np.arange(args.length) >= args.length // 2).astype("int32"), ids.shape)
     y = np.take_along_axis(ids, positions, axis=1)
     return x, y, np.ones_like(y, dtype="float32")
