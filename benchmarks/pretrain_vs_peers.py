@@ -64,9 +64,8 @@ def run_ours(args, workdir: str, env: dict[str, str]) -> dict:
   return {"wall_s": wall, "step_s": 1.0 / last["perf/steps_per_sec"]}
 
 
-def run_peer(args, name: str, python: str) -> dict:
+def run_peer(args, name: str, python: str, sizes: dict[str, int]) -> dict:
   script = os.path.join(REPO, "benchmarks", "peers", PEERS[name][1])
-  sizes = model_sizes(args.family, args.size)
   command = [python, script, f"--family={args.family}", f"--batch={args.batch}", f"--length={args.length}",
              f"--predictions={args.predictions}", f"--steps={args.steps}"]
   command += [f"--{k}={v}" for k, v in sizes.items()]
@@ -103,6 +102,7 @@ def main() -> None:
   if peers and not os.path.exists(args.peer_python):
     raise SystemExit(f"--peer_python={args.peer_python} does not exist: run `bash benchmarks/peers/setup.sh` first")
 
+  sizes = model_sizes(args.family, args.size)
   work = tempfile.mkdtemp(prefix="pretrain_bench_")
   results: dict[str, list[dict]] = {"bert_jax": []} | {PEERS[name][0]: [] for name in peers}
   try:
@@ -111,7 +111,7 @@ def main() -> None:
       env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(work, f"cache{run}" if args.cold else "cache")
       results["bert_jax"].append(run_ours(args, os.path.join(work, f"run{run}"), env))
       for name in peers:
-        results[PEERS[name][0]].append(run_peer(args, name, args.peer_python))
+        results[PEERS[name][0]].append(run_peer(args, name, args.peer_python, sizes))
       print(f"run {run + 1}/{args.runs}: " + ", ".join(
           f"{k} {v[-1]['wall_s']:.1f}s wall, {v[-1]['step_s']:.3f}s/step" for k, v in results.items()), flush=True)
   finally:

@@ -137,8 +137,8 @@ def pretrain_config(family: str, size: str) -> ml_collections.ConfigDict:
   tokenizer, objective = FAMILY_DEFAULTS[family]
   # nn.scan keeps compile time flat in depth (what matters at 12+ layers on pods); shallow models
   # compile fast anyway and run faster unrolled (13% per step for bert-small on CPU).
-  depth = models.build(family, size).num_layers
-  c.model = model_section(models.build(family, size, scan_layers=family != "albert" and depth >= 12))
+  cfg = models.build(family, size)
+  c.model = model_section(cfg.replace(scan_layers=family != "albert" and cfg.num_layers >= 12))
   c.data.tokenizer = bundled_tokenizer_dir(tokenizer)
   c.objective = objective
   if family in ("roberta", "deberta"):

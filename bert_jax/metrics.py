@@ -30,7 +30,8 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, resume_step: int | None = None, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
-    self.path = fileio.resolve(workdir) / "metrics.jsonl"
+    run_dir = fileio.resolve(workdir)
+    self.path = run_dir / "metrics.jsonl"
     self.remote = fileio.is_remote(self.path)
     self._lines: list[str] = []
     self._tb = None
@@ -42,7 +43,7 @@ class MetricWriter:
       self._lines = self.path.read_text().splitlines(keepends=True)
     if tensorboard:
       try:
-        self._tb = _summary_writer_class()(os.fspath(fileio.resolve(workdir) / "tensorboard"))
+        self._tb = _summary_writer_class()(os.fspath(run_dir / "tensorboard"))
       except ImportError:
         self._tb = None
 

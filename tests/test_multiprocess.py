@@ -52,10 +52,11 @@ def test_killed_process_stops_the_other_with_a_clear_error(corpus, tmp_path, vic
   env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
   port = 20000 + (os.getpid() * 7 + victim) % 20000
   logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  outputs = [open(log, "w") for log in logs]
   procs = [subprocess.Popen([sys.executable, "-m", "bert_jax.main", "--config=configs/pretrain.py:bert-tiny",
                              f"--workdir={workdir}", *flags, f"--coordinator_address=localhost:{port}",
                              "--num_processes=2", f"--process_id={i}", "--heartbeat_timeout=20"],
-                            cwd=REPO, env=env, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT)
+                            cwd=REPO, env=env, stdout=outputs[i], stderr=subprocess.STDOUT)
            for i in range(2)]
   survivor = procs[1 - victim]
   try:
@@ -72,6 +73,8 @@ def test_killed_process_stops_the_other_with_a_clear_error(corpus, tmp_path, vic
     for p in procs:
       if p.poll() is None:
         p.kill()
+    for f in outputs:
+      f.close()
   text = logs[1 - victim].read_text()
   assert code == 3, text[-3000:]
   assert waited < 120, waited

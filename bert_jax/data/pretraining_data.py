@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import math
 
 import grain
@@ -42,7 +41,6 @@ from bert_jax.data import records
 from bert_jax.data.corpus import bundled_corpus
 from bert_jax.data.pretraining_config import DEFAULTS, OBJECTIVES, data_config, resolve
 
-log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULTS", "OBJECTIVES", "Loader", "bundled_corpus", "data_config", "loader_state", "make_loader",
            "restore"]
