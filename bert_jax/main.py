@@ -9,12 +9,14 @@
 import logging as std_logging
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bert_jax import peer_watch
+
 FLAGS = flags.FLAGS
-EXIT_LOST_PEER = 3  # exit status of a process whose peer died (see stop_after_lost_peer)
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG (configs/pretrain.py:bert-base).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints/, metrics.jsonl, tensorboard/.")
@@ -23,6 +25,8 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordin
 flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 flags.DEFINE_integer("heartbeat_timeout", 60, "Seconds without a heartbeat after which a process counts as dead "
                      "and the others stop with an error (with --coordinator_address).")
+flags.DEFINE_bool("peer_links", True, "Link the processes of a multi-process run by TCP so that all stop within a "
+                  "second of one dying (bert_jax.peer_watch); without them only the heartbeat notices.")
 flags.DEFINE_bool("compilation_cache", True, "Keep compiled programs in the persistent cache (bert_jax.caches); "
                   "a repeat run of the same shapes then skips compilation.")
 flags.DEFINE_bool("library_info_logs", False, "Show Orbax's per-save INFO lines (warnings and errors always show).")
@@ -56,6 +60,7 @@ def main(argv):
   if not FLAGS.library_info_logs:
     logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   initialize_distributed()
+  watch = peer_watch.start() if FLAGS.peer_links else None
   from bert_jax import caches, train
   if FLAGS.compilation_cache:
     caches.enable_compilation_cache()
@@ -65,12 +70,24 @@ def main(argv):
       finetune.finetune_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if watch:
+      watch.close()
   except train.NonFiniteLoss as e:
+    if watch:  # every process sees the same loss and stops the same way: an orderly end, not a death
+      watch.close()
     raise SystemExit(str(e)) from None
-  except Exception as e:  # noqa: BLE001 - only a lost peer is handled here; anything else re-raises
+  except Exception as e:  # noqa: BLE001 - re-raised on one process; on several, ends this process at once
     import jax
-    if jax.process_count() > 1 and _lost_peer(e):
-      stop_after_lost_peer(e)
+    if jax.process_count() > 1:
+      if _lost_peer(e):
+        stop_after_lost_peer(e)
+      # This process failed on its own. Tell the others now (they would wait in their next collective
+      # for it), then leave without jax.distributed's shutdown barrier, which would wait for them.
+      if watch:
+        watch.abandon()
+      traceback.print_exc()
+      sys.stderr.flush()
+      os._exit(1)
     raise
 
 
@@ -85,21 +102,10 @@ def _lost_peer(error: BaseException) -> bool:
 
 
 def stop_after_lost_peer(error: BaseException) -> None:
-  """Reports the lost process and exits at once.
-
-  A normal exit would run jax.distributed's shutdown barrier, which waits for the dead
-  process until the heartbeat timeout and then aborts with a C++ stack trace. Checkpoints
-  are untouched: completed steps are final, a step still being written stays a temporary
-  folder that the resumed run ignores.
-  """
+  """Reports a collective that failed because another process is gone, and exits (`peer_watch.exit_lost_peer`)."""
   import jax
   first_line = str(error).strip().splitlines()[0][:500]
-  message = (f"bert_jax: process {jax.process_index()} of {jax.process_count()} stopped: another process of this "
-             f"run died or was killed (a cross-process collective failed: {first_line}). Completed checkpoints are "
-             "intact; relaunch the same command on all processes to resume from the latest one.")
-  print(message, file=sys.stderr, flush=True)
-  sys.stdout.flush()
-  os._exit(EXIT_LOST_PEER)
+  peer_watch.exit_lost_peer(jax.process_index(), jax.process_count(), f"a cross-process collective failed: {first_line}")
 
 
 if __name__ == "__main__":
