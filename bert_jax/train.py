@@ -8,6 +8,7 @@ exactly: params, optimizer state, step, RNG and the data iterator's position.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import signal
@@ -248,6 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   preemption = Preemption()
   pending: list[tuple[int, Any]] = []   # (step, device metrics) not yet read back
   last_eval: dict[str, float] = {}
+  model_dir = os.path.join(workdir, "model")
+  background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bert_jax-export")
+  exporting: concurrent.futures.Future | None = None
 
   def flush(step: int) -> None:
     """Reads back pending metrics; stops (or counts) non-finite steps; writes the log line."""
@@ -282,14 +286,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       final = step == total_steps
       if step % config.log_every == 0 or final or step == start_step + 1:
         flush(step)  # the first step too: the curve starts at the initial loss
+      if step % config.checkpoint_every == 0 or final:
+        flush(step)
+        # Asynchronous: written while the evaluation below computes.
+        checkpointer.save(step, state, train_iter, force=final)
+      if final and jax.process_count() == 1:
+        # The export (WORKDIR/model) too is file writing that overlaps the final evaluation.
+        # Multi-process runs keep only their checkpoints: gathering the params for a single-folder
+        # export deadlocked against the checkpointer's collectives in testing. Rerunning the command
+        # on one process exports the final checkpoint (below).
+        exporting = background.submit(export_model, objective, state.params, model_dir, config.data.tokenizer)
       if (config.eval_every and step % config.eval_every == 0) or final:
         flush(step)
         last_eval = evaluate(state.params)
         writer.write(step, last_eval)
         progress.print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-      if step % config.checkpoint_every == 0 or final:
-        flush(step)
-        checkpointer.save(step, state, train_iter, force=final)
       if preemption.reached(step, checkpointer):
         flush(step)
         checkpointer.save(step, state, train_iter, force=True)
@@ -305,15 +316,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.write(start_step, last_eval)
         progress.print(f"eval of the final checkpoint (step {start_step}): "
                        + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-      model_dir = os.path.join(workdir, "model")
-      if jax.process_count() == 1 and (not finished_before or not fileio.resolve(model_dir).exists()):
-        # Multi-process runs keep only their checkpoints: gathering the params for a single-folder
-        # export deadlocked against the checkpointer's collectives in testing. Rerunning the command
-        # on one process exports the final checkpoint.
-        checkpointer.wait()
-        export_model(objective, state.params, model_dir, config.data.tokenizer)
+      if finished_before and jax.process_count() == 1 and not fileio.resolve(model_dir).exists():
+        exporting = background.submit(export_model, objective, state.params, model_dir, config.data.tokenizer)
+      if exporting is not None:
+        exporting.result()
         progress.print(f"saved the trained model in {model_dir} (from_pretrained / init_from)")
   finally:
+    background.shutdown()
     checkpointer.close()
     writer.close()
   return last_eval
