@@ -105,7 +105,8 @@ def stop_after_lost_peer(error: BaseException) -> None:
   """Reports a collective that failed because another process is gone, and exits (`peer_watch.exit_lost_peer`)."""
   import jax
   first_line = str(error).strip().splitlines()[0][:500]
-  peer_watch.exit_lost_peer(jax.process_index(), jax.process_count(), f"a cross-process collective failed: {first_line}")
+  peer_watch.exit_lost_peer(jax.process_index(), jax.process_count(),
+                            f"a cross-process collective failed: {first_line}")
 
 
 if __name__ == "__main__":
