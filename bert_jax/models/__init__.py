@@ -1,5 +1,7 @@
 """Model family builders: `build(family, size, **overrides) -> ModelConfig`."""
 
+import functools
+
 from bert_jax.models import albert, bert, deberta, roberta
 from bert_jax.models.config import ModelConfig
 
@@ -16,8 +18,12 @@ def build(family: str, size: str, **overrides) -> ModelConfig:
   return FAMILIES[family].config(size, **overrides)
 
 
+@functools.lru_cache(maxsize=64)
 def count_backbone_params(cfg: ModelConfig) -> int:
-  """Parameters of the bare encoder, pooler included where the family has one (as HF's *Model counts)."""
+  """Parameters of the bare encoder, pooler included where the family has one (as HF's *Model counts).
+
+  Cached per config: tracing the model for its shapes takes ~0.2 s, and a run asks several times.
+  """
   import jax
   import jax.numpy as jnp
   from bert_jax.models.model import EncoderModel
