@@ -1,6 +1,7 @@
 """bert_jax.peer_watch: the links that stop a multi-process run within a second of one process dying."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,23 @@ import pytest
 
 from bert_jax import peer_watch
 from tests.conftest import REPO
+
+
+# jax.distributed's coordination service runs inside process 0. When process 0 dies, jaxlib's own
+# client in every survivor fails its error poll at the moment the peer link ends (~35 ms after the
+# kill, measured) and aborts the process with this fatal message if it gets there first. Either way
+# the survivor stops at once and names the cause; a dead worker is only ever reported by the links.
+JAXLIB_LOST_PEER = ("JAX distributed service detected fatal errors", "another task died")
+
+
+def assert_stopped_for_lost_peer(code: int, text: str, survivor: int, victim: int, detail: str = "") -> None:
+  """The survivor's exit status and output after `victim` was killed (see JAXLIB_LOST_PEER)."""
+  if code == peer_watch.EXIT_LOST_PEER:
+    assert (f"bert_jax: process {survivor} of 2 stopped: another process of this run died or was killed "
+            f"{detail}") in text, text[-3000:]
+  else:
+    assert victim == 0 and code == -signal.SIGABRT and all(part in text for part in JAXLIB_LOST_PEER), \
+        (code, text[-3000:])
 
 
 def _linked(count):
@@ -115,8 +133,7 @@ def test_kill_9_stops_the_survivor_within_seconds(tmp_path, victim):
     for p in procs:
       if p.poll() is None:
         p.kill()
-  assert code == peer_watch.EXIT_LOST_PEER, text[-3000:]
-  assert waited < 10, waited
   assert "linked" in text
-  assert (f"process {1 - victim} of 2 stopped: another process of this run died or was killed "
-          f"(process {victim} closed its link to process {1 - victim} without finishing)") in text, text[-3000:]
+  assert waited < 10, waited
+  assert_stopped_for_lost_peer(code, text, 1 - victim, victim,
+                               f"(process {victim} closed its link to process {1 - victim} without finishing)")
