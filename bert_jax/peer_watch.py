@@ -1,8 +1,10 @@
 """Stops every process of a multi-process run within a second of one of them dying.
 
-jax.distributed notices a dead process only through missed heartbeats, and then
-aborts the survivors from C++ (SIGABRT and a stack dump). A survivor blocked in
-a cross-process collective can also wait on the dead peer for minutes. A killed
+jax.distributed notices a dead worker only through missed heartbeats, and then
+aborts the survivors from C++ (SIGABRT and a stack dump); a survivor blocked in
+a cross-process collective can wait on the dead peer until then. (A dead process
+0, which hosts the coordination service, jaxlib notices within tens of
+milliseconds, racing these links, and aborts the others with its own message.) A killed
 process, though, has its sockets closed by the kernel at once, so a plain TCP
 link per process is a much faster and cleaner detector:
 
@@ -31,6 +33,17 @@ from absl import logging
 EXIT_LOST_PEER = 3  # exit status of a process whose peer died
 _KEY = "bert_jax/peer_watch/address"
 _BYE = b"B"
+_INDEX_BYTES = 16  # a worker's first message: its process index, space-padded
+
+
+def _recv_exactly(link: socket.socket, size: int) -> bytes:
+  data = b""
+  while len(data) < size:
+    chunk = link.recv(size - len(data))
+    if not chunk:
+      raise ConnectionError(f"peer link closed after {len(data)} of {size} bytes")
+    data += chunk
+  return data
 
 
 def lost_peer_message(process_index: int, process_count: int, cause: str) -> str:
@@ -83,7 +96,7 @@ class PeerWatch:
       for _ in range(process_count - 1):
         link, _ = server.accept()
         link.settimeout(connect_timeout_s)
-        peer = int(link.recv(16).decode())
+        peer = int(_recv_exactly(link, _INDEX_BYTES).decode())
         link.settimeout(None)
         self._watch(link, f"process {peer} closed its link to process 0 without finishing")
       server.close()
@@ -91,7 +104,7 @@ class PeerWatch:
       host, port = kv_get(_KEY, int(connect_timeout_s * 1000)).rsplit(":", 1)
       link = socket.create_connection((host, int(port)), timeout=connect_timeout_s)
       link.settimeout(None)
-      link.sendall(f"{process_index:<16d}".encode())
+      link.sendall(f"{process_index:<{_INDEX_BYTES}d}".encode())
       self._watch(link, f"process 0 closed its link to process {process_index} without finishing")
 
   def _watch(self, link: socket.socket, cause: str) -> None:
@@ -108,26 +121,24 @@ class PeerWatch:
       self._on_lost(cause)
 
   def close(self) -> None:
-    """Says goodbye on every link: this process is ending in order, not dying."""
-    self._closing.set()
-    for link in self._links:
-      try:
-        link.sendall(_BYE)
-        link.close()
-      except OSError:
-        pass  # the peer has already gone; nothing left to tell it
-    self._links = []
+    """Says goodbye on every link, then ends it: this process is ending in order, not dying."""
+    self._end(goodbye=True)
 
   def abandon(self) -> None:
     """Ends every link without a goodbye, as a killed process's kernel would: for a process that failed on
     its own, so that the others stop now instead of waiting in a collective for it."""
-    self._closing.set()
+    self._end(goodbye=False)
+
+  def _end(self, goodbye: bool) -> None:
+    self._closing.set()  # this side's own readers then see end-of-file without reporting it
     for link in self._links:
       try:
-        # shutdown, not close: closing a socket that the reader thread is blocked on sends nothing.
+        if goodbye:
+          link.sendall(_BYE)
+        # shutdown, not close: closing a socket that a reader thread is blocked on sends nothing.
         link.shutdown(socket.SHUT_RDWR)
       except OSError:
-        pass
+        pass  # the peer has already gone; nothing left to tell it
     self._links = []
 
 

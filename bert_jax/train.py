@@ -253,6 +253,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bert_jax-export")
   exporting: concurrent.futures.Future | None = None
 
+  def start_export() -> concurrent.futures.Future:
+    """WORKDIR/model from the current params, written in the background (it overlaps an evaluation)."""
+    return background.submit(export_model, objective, state.params, model_dir, config.data.tokenizer)
+
   def flush(step: int) -> None:
     """Reads back pending metrics; stops (or counts) non-finite steps; writes the log line."""
     nonlocal pending
@@ -295,7 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # Multi-process runs keep only their checkpoints: gathering the params for a single-folder
         # export deadlocked against the checkpointer's collectives in testing. Rerunning the command
         # on one process exports the final checkpoint (below).
-        exporting = background.submit(export_model, objective, state.params, model_dir, config.data.tokenizer)
+        exporting = start_export()
       if (config.eval_every and step % config.eval_every == 0) or final:
         flush(step)
         last_eval = evaluate(state.params)
@@ -317,7 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         progress.print(f"eval of the final checkpoint (step {start_step}): "
                        + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
       if finished_before and jax.process_count() == 1 and not fileio.resolve(model_dir).exists():
-        exporting = background.submit(export_model, objective, state.params, model_dir, config.data.tokenizer)
+        exporting = start_export()
       if exporting is not None:
         exporting.result()
         progress.print(f"saved the trained model in {model_dir} (from_pretrained / init_from)")
