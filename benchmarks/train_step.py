@@ -6,7 +6,8 @@
 Builds the model and optimizer exactly as `bert_jax.main` does (MLM objective:
 logits only at the masked positions, AdamW, clipping), jits `steps.train_step`
 with donation on one device, runs warm-up steps, then times --steps steps
-(blocking on the result). FLOPs per step are model FLOPs
+(blocking on the result). Like the command-line entry points it first applies
+`bert_jax.host_allocator` on CPU (BERT_JAX_MALLOC=system measures without it). FLOPs per step are model FLOPs
 (`bert_jax.hardware.train_flops`, the PaLM/MaxText convention; XLA's cost analysis is
 printed beside it and undercounts cuBLAS/cuDNN calls on GPU); MFU divides the achieved
 FLOP/s by the device's peak
@@ -25,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bert_jax import host_allocator
 
 
 def synthetic_batch(batch: int, length: int, vocab: int, predictions: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -152,4 +155,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  host_allocator.tune_for_cpu()  # as bert_jax.main does, before JAX starts its threads
   main()

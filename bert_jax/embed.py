@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import caches
+from bert_jax import caches, host_allocator
 from bert_jax.models.heads import POOLING, l2_normalize
 
 POOLINGS = tuple(POOLING)  # cls, mean, max
@@ -665,4 +665,5 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+  host_allocator.tune_for_cpu()  # before JAX starts its threads
   main(sys.argv[1:])

@@ -14,7 +14,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bert_jax import peer_watch
+from bert_jax import host_allocator, peer_watch
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG (configs/pretrain.py:bert-base).",
@@ -110,4 +110,5 @@ def stop_after_lost_peer(error: BaseException) -> None:
 
 
 if __name__ == "__main__":
+  host_allocator.tune_for_cpu()  # before JAX starts its threads
   app.run(main)

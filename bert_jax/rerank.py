@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from bert_jax import host_allocator
 from bert_jax.tasks import finetune_task
 
 
@@ -122,4 +123,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+  host_allocator.tune_for_cpu()  # before JAX starts its threads
   main(sys.argv[1:])

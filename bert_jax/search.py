@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax import caches, embed
+from bert_jax import caches, embed, host_allocator
 from bert_jax.evaluation import mrr, ndcg_at_k, recall_at_k
 
 MODES = ("hybrid", "bm25", "dense")
@@ -1004,4 +1004,5 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+  host_allocator.tune_for_cpu()  # before JAX starts its threads
   main(sys.argv[1:])
