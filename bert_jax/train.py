@@ -218,12 +218,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_loader = pretraining_data.make_loader(
         config.data, data_objective, tokenizer, split="validation", global_batch_size=config.batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
-    totals: dict[str, float] = {}
+    # Batch sums stay on the device until the end: with no host sync per batch, reading and
+    # masking the next batch overlaps the forward of the last one.
+    pending = []
     for i, batch in enumerate(eval_loader):
       if config.eval_steps and i >= config.eval_steps:
         break
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        sums = jax.device_get(eval_step(params, global_batch(batch)))
+        pending.append(eval_step(params, global_batch(batch)))
+    totals: dict[str, float] = {}
+    for sums in jax.device_get(pending):
       for k, v in sums.items():
         totals[k] = totals.get(k, 0.0) + float(v)
     if not totals:
