@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax.models.attention import HEAD_ACTIVATION, attend, qkv_dense, record_attention, softmax_values
+from bert_jax.models.attention import (HEAD_ACTIVATION, attend, heads_first, qkv_dense, record_attention,
+                                      softmax_values)
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, constrain, param_with_axes, default_kernel_init
@@ -100,7 +101,7 @@ class DisentangledSelfAttention(nn.Module):
         record_attention(self, probs, v)
       return out
     # Talking heads mix the logits and the probabilities across heads.
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.einsum("bhqd,bhkd->bhqk", heads_first(q), heads_first(k), preferred_element_type=jnp.float32) * scale
     if bias is not None:
       scores = scores + bias
     h = cfg.num_heads
