@@ -7,10 +7,10 @@ Builds the model and optimizer exactly as `bert_jax.main` does (MLM objective:
 logits only at the masked positions, AdamW, clipping), jits `steps.train_step`
 with donation on one device, runs warm-up steps, then times --steps steps
 (blocking on the result). Like the command-line entry points it first applies
-`bert_jax.host_allocator` on CPU (BERT_JAX_MALLOC=system measures without it). FLOPs per step are model FLOPs
-(`bert_jax.hardware.train_flops`, the PaLM/MaxText convention; XLA's cost analysis is
-printed beside it and undercounts cuBLAS/cuDNN calls on GPU); MFU divides the achieved
-FLOP/s by the device's peak
+`bert_jax.host_allocator` on CPU (BERT_JAX_MALLOC=system measures without it).
+FLOPs per step are model FLOPs (`bert_jax.hardware.train_flops`, the PaLM/MaxText
+convention; XLA's cost analysis is printed beside it and undercounts cuBLAS/cuDNN calls
+on GPU); MFU divides the achieved FLOP/s by the device's peak
 (`bert_jax.hardware.peak_flops`: the measured matmul peak on CPU, the datasheet
 dense peak on accelerators). Prints one JSON line per configuration.
 """

@@ -35,7 +35,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, 
   if impl == "cudnn" and (dropout is None or deterministic or dropout.rate == 0.0) and not return_probs:
     return fused_attention(q, k, v, mask, bias, scale)
   # Heads moved ahead of the length first: XLA:CPU then runs the per-head products as plain
-  # batched matmuls (2.3x faster than contracting the [b, l, h, d] layout in place, measured).
+  # batched matmuls (the forward 2.3x faster in isolation at [56, 72, 12, 32]; the attention
+  # core of the movie-set embedding 3.45 -> 3.11 s, the transposes included).
   scores = jnp.einsum("bhqd,bhkd->bhqk", heads_first(q), heads_first(k), preferred_element_type=jnp.float32) * scale
   if bias is not None:
     scores = scores + bias.astype(jnp.float32)
