@@ -88,6 +88,8 @@ def softmax_values(scores: jax.Array, v: jax.Array, mask: jax.Array | None, *,
     if return_probs:
       # Mixed again without dropout: what the layer attends with at evaluation.
       recorded = jnp.einsum("bhqk,hg->bgqk", recorded, head_weights.astype(jnp.float32))
+  # The transpose back is written out: asked for a "bqhd" output, einsum contracts into [b, h, d, q],
+  # the slow layout this avoids.
   context = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), heads_first(v)).transpose(0, 2, 1, 3)
   return (context, recorded) if return_probs else context
 
