@@ -7,11 +7,11 @@ Builds the model and optimizer exactly as `bert_jax.main` does (MLM objective:
 logits only at the masked positions, AdamW, clipping), jits `steps.train_step`
 with donation on one device, runs warm-up steps, then times --steps steps
 (blocking on the result). Like the command-line entry points it first applies
-`bert_jax.host_allocator` on CPU (BERT_JAX_MALLOC=system measures without it).
-FLOPs per step are model FLOPs (`bert_jax.hardware.train_flops`, the PaLM/MaxText
+`bert_jax.runtime.host_allocator` on CPU (BERT_JAX_MALLOC=system measures without it).
+FLOPs per step are model FLOPs (`bert_jax.runtime.hardware.train_flops`, the PaLM/MaxText
 convention; XLA's cost analysis is printed beside it and undercounts cuBLAS/cuDNN calls
 on GPU); MFU divides the achieved FLOP/s by the device's peak
-(`bert_jax.hardware.peak_flops`: the measured matmul peak on CPU, the datasheet
+(`bert_jax.runtime.hardware.peak_flops`: the measured matmul peak on CPU, the datasheet
 dense peak on accelerators). Prints one JSON line per configuration.
 """
 
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import host_allocator
+from bert_jax.runtime import host_allocator
 
 
 def synthetic_batch(batch: int, length: int, vocab: int, predictions: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -44,8 +44,9 @@ def synthetic_batch(batch: int, length: int, vocab: int, predictions: int, seed:
 
 
 def measure(args, impl: str) -> dict:
-  from bert_jax import config_lib, hardware, models, optim, steps
-  from bert_jax.tasks.mlm import MLMObjective
+  from bert_jax import config_lib, models, optim, steps
+  from bert_jax.runtime import hardware
+  from bert_jax.tasks.pretrain.mlm import MLMObjective
   overrides = {"dtype": args.dtype, "attention_impl": impl, "remat_policy": args.remat,
                "scan_layers": args.scan, "max_position_embeddings": max(512, args.length)}
   if args.vocab_size:

@@ -19,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from bert_jax import fileio
+from bert_jax.runtime import fileio
 
 
 class CheckpointMismatch(ValueError):

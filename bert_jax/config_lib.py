@@ -12,11 +12,9 @@ import os
 
 import ml_collections
 
-from bert_jax import models, sharding
+from bert_jax import assets, models, sharding
 from bert_jax.models.config import ModelConfig
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLED_CORPUS = os.path.join(REPO_ROOT, "data", "*.txt.gz")
 
 # Family -> (bundled tokenizer, pretraining objective).
 FAMILY_DEFAULTS = {
@@ -25,10 +23,6 @@ FAMILY_DEFAULTS = {
     "albert": ("spm", "mlm_sop"),
     "deberta": ("spm", "mlm"),
 }
-
-
-def bundled_tokenizer_dir(kind: str) -> str:
-  return os.path.join(REPO_ROOT, "bert_jax", "assets", "tokenizers", kind)
 
 
 def model_section(cfg: ModelConfig) -> ml_collections.ConfigDict:
@@ -62,11 +56,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.profile_steps = 0             # >0: write a jax profiler trace of that many steps after warm-up
 
   c.data = ml_collections.ConfigDict()
-  c.data.train = BUNDLED_CORPUS   # globs of text files (.gz ok; blank line between documents) or tfds:NAME
+  c.data.train = assets.corpus_glob()  # globs of text files (.gz ok; blank line between documents) or tfds:NAME
   c.data.validation = ""          # same; empty = hold out documents from the training corpus
   c.data.validation_documents = 20  # documents held out when data.validation is empty
   c.data.text_key = "text"        # TFDS feature holding the text
-  c.data.tokenizer = bundled_tokenizer_dir("wordpiece")  # tokenizer folder
+  c.data.tokenizer = assets.tokenizer_dir("wordpiece")  # tokenizer folder
   c.data.max_length = 128         # tokens per row, specials included
   c.data.mask_rate = 0.15         # fraction of tokens predicted
   c.data.max_predictions = 20     # fixed number of MLM slots per row (static shapes)
@@ -75,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.short_seq_prob = 0.1     # BERT: probability of a shorter target length
   c.data.nsp_random_prob = 0.5    # probability that segment B is random (NSP)
   c.data.packing = False          # pack several examples per row with segment-aware attention
-  c.data.cache_dir = ""           # prepared shards; empty = the shared cache (bert_jax.caches: ~/.cache/bert_jax/prepared)
+  c.data.cache_dir = ""           # prepared shards; empty = the shared cache (bert_jax.runtime.caches: ~/.cache/bert_jax/prepared)
   c.data.num_workers = 0          # grain worker processes (0 = in-process)
   c.data.shuffle = True           # a new example order every epoch
   c.data.per_process_shards = False  # True: each process prepares only its documents (batches then
@@ -140,7 +134,7 @@ def pretrain_config(family: str, size: str) -> ml_collections.ConfigDict:
   # deberta-base) and compile in seconds, once per shape with the persistent cache.
   cfg = models.build(family, size)
   c.model = model_section(cfg.replace(scan_layers=family != "albert" and cfg.num_layers >= 24))
-  c.data.tokenizer = bundled_tokenizer_dir(tokenizer)
+  c.data.tokenizer = assets.tokenizer_dir(tokenizer)
   c.objective = objective
   if family in ("roberta", "deberta"):
     c.data.dynamic_masking = True
@@ -153,8 +147,6 @@ def pretrain_config(family: str, size: str) -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 1.76e-3 if size in ("base", "large", "xlarge", "xxlarge") else 1e-3
   return c
 
-
-BUNDLED_SENTIMENT = os.path.join(REPO_ROOT, "data", "movie_sentiment.{}.tsv")
 
 # Task -> settings that differ from the common fine-tuning defaults below.
 FINETUNE_TASKS = {
@@ -189,8 +181,8 @@ def finetune_config(task: str) -> ml_collections.ConfigDict:
   c.best_metric = ""              # validation metric that picks the best checkpoint ("" = the task's)
   c.pooling = "auto"              # sequence classification input: auto (the checkpoint's sentence-transformers
                                   # pooling, else the pooler) | pooler | cls | mean
-  c.data.train = BUNDLED_SENTIMENT.format("train")
-  c.data.validation = BUNDLED_SENTIMENT.format("dev")
+  c.data.train = assets.sentiment_file("train")
+  c.data.validation = assets.sentiment_file("dev")
   c.data.test = ""                # evaluated once at the end with the best checkpoint
   c.data.tokenizer = ""           # "" = the init_from folder's tokenizer (bundled WordPiece without init_from)
   c.data.text_column = "sentence"

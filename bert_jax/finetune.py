@@ -34,24 +34,24 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bert_jax import checkpointing, config_lib, evaluation, metrics as metrics_lib, optim, sharding, steps
+from bert_jax import assets, checkpointing, config_lib, evaluation, metrics as metrics_lib, optim, sharding, steps
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
-from bert_jax.tasks import finetune_task
+from bert_jax.tasks.finetune import base as finetune_task
 from bert_jax.train import NonFiniteLoss, Preemption, state_shardings
 
 
-TASKS = {"classify": "classification.ClassifyTask", "regress": "classification.RegressTask",
-         "tag": "tagging.TagTask", "qa": "span_qa.QATask", "contrastive": "contrastive.ContrastiveTask",
-         "rerank": "ranking.RerankTask"}
+TASKS = {"classify": "finetune.classification.ClassifyTask", "regress": "finetune.classification.RegressTask",
+         "tag": "finetune.tagging.TagTask", "qa": "finetune.span_qa.QATask", "contrastive": "finetune.contrastive.ContrastiveTask",
+         "rerank": "finetune.ranking.RerankTask"}
 
 
 def task_class(name: str):
   """The FinetuneTask class registered for config.task (bert_jax.tasks.<module>.<Class>)."""
   if name not in TASKS:
     raise ValueError(f"config.task={name!r}: expected one of {sorted(TASKS)}")
-  module, _, cls = TASKS[name].partition(".")
+  module, _, cls = TASKS[name].rpartition(".")
   return getattr(importlib.import_module(f"bert_jax.tasks.{module}"), cls)
 
 
@@ -60,12 +60,12 @@ def task_class(name: str):
 def backbone(config: ml_collections.ConfigDict) -> tuple[ModelConfig, dict | None, str]:
   """(model config, pretrained params or None, tokenizer folder) from config.init_from or config.model."""
   if config.init_from:
-    from bert_jax.pretrained import from_pretrained
+    from bert_jax.convert.pretrained import from_pretrained
     model, params = from_pretrained(config.init_from, head=None, dtype=config.model.dtype,
                                     scan_layers=bool(config.model.scan_layers))
     return model.config, jax.tree.map(np.asarray, params), config.data.tokenizer or config.init_from
   cfg = config_lib.model_config(config)
-  return cfg, None, config.data.tokenizer or config_lib.bundled_tokenizer_dir("wordpiece")
+  return cfg, None, config.data.tokenizer or assets.tokenizer_dir("wordpiece")
 
 
 def resolve_pooling(config: ml_collections.ConfigDict) -> str:
@@ -140,7 +140,7 @@ def validate(config: ml_collections.ConfigDict, mesh, train_size: int) -> None:
 def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Fine-tunes config.seeds runs; returns the summary (per-seed best metrics and their statistics)."""
   from bert_jax.data.tokenizers import check_fits, load_tokenizer
-  from bert_jax.pretrained import save_pretrained
+  from bert_jax.convert.pretrained import save_pretrained
 
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -386,7 +386,7 @@ def best_folder(workdir: str, seed: int, seeds: int) -> str:
 
 def evaluate_folder(config, task, path: str, dataset) -> dict[str, float]:
   """Metrics of a saved checkpoint folder on a dataset (one device, jitted predict)."""
-  from bert_jax.pretrained import from_pretrained
+  from bert_jax.convert.pretrained import from_pretrained
   model, params = from_pretrained(path, head=task.head, dtype=config.model.dtype)
   task.objective(model.config)
   outputs = finetune_task.predict_split(jax.jit(task.predict), params, dataset, config.eval_batch_size,

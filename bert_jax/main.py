@@ -14,7 +14,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bert_jax import host_allocator, peer_watch
+from bert_jax.runtime import host_allocator, peer_watch
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG (configs/pretrain.py:bert-base).",
@@ -26,8 +26,8 @@ flags.DEFINE_integer("process_id", None, "This process's index (with --coordinat
 flags.DEFINE_integer("heartbeat_timeout", 60, "Seconds without a heartbeat after which a process counts as dead "
                      "and the others stop with an error (with --coordinator_address).")
 flags.DEFINE_bool("peer_links", True, "Link the processes of a multi-process run by TCP so that all stop within a "
-                  "second of one dying (bert_jax.peer_watch); without them only the heartbeat notices.")
-flags.DEFINE_bool("compilation_cache", True, "Keep compiled programs in the persistent cache (bert_jax.caches); "
+                  "second of one dying (bert_jax.runtime.peer_watch); without them only the heartbeat notices.")
+flags.DEFINE_bool("compilation_cache", True, "Keep compiled programs in the persistent cache (bert_jax.runtime.caches); "
                   "a repeat run of the same shapes then skips compilation.")
 flags.DEFINE_bool("library_info_logs", False, "Show Orbax's per-save INFO lines (warnings and errors always show).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -61,7 +61,8 @@ def main(argv):
     logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   initialize_distributed()
   watch = peer_watch.start() if FLAGS.peer_links else None
-  from bert_jax import caches, train
+  from bert_jax import train
+  from bert_jax.runtime import caches
   if FLAGS.compilation_cache:
     caches.enable_compilation_cache()
   try:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from bert_jax import fileio
+from bert_jax.runtime import fileio
 
 
 class MetricWriter:

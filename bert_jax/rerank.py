@@ -1,127 +1,13 @@
-"""Re-rank candidate passages with a cross-encoder: `python -m bert_jax.rerank`.
+"""`python -m bert_jax.rerank`: the cross-encoder re-ranker of `bert_jax.search.rerank`, under its short name.
 
-    python -m bert_jax.rerank --model=WORKDIR/best --input=candidates.jsonl --output=ranked.jsonl [--top_k=10]
-
-Input: JSON lines, one query per line, candidates as strings or objects:
-
-    {"id": "q1", "query": "...", "passages": ["...", {"id": "d7", "text": "..."}]}
-
-Output: the same lines with `passages` reordered by descending score, each as
-{"id" (given, or the candidate's index), "text", "score"}, cut to --top_k.
-The model is a bert_jax checkpoint with a one-output classification head (as
-`configs/finetune.py:rerank` writes it); pairs are batched in length order so
-each batch pads to a small bucket.
+    python -m bert_jax.rerank --model=/tmp/ce/best --input=candidates.jsonl --output=ranked.jsonl --top_k=10
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import os
 import sys
-import time
-from collections.abc import Sequence
 
-import jax
-import numpy as np
-
-from bert_jax import host_allocator
-from bert_jax.tasks import finetune_task
-
-
-def read_candidates(path: str) -> list[dict]:
-  """[{"id", "query", "passages": [{"id", "text"}]}] with errors naming the line."""
-  from bert_jax.data.finetune_readers import read_json_lines
-  out = []
-  for number, row in read_json_lines(path):
-    where = f"{path}:{number}"
-    if not isinstance(row.get("query"), str) or not row["query"].strip():
-      raise ValueError(f"{where}: expected an object with a non-empty string 'query'")
-    passages = row.get("passages")
-    if not isinstance(passages, list) or not passages:
-      raise ValueError(f"{where}: 'passages' must be a non-empty list")
-    clean = []
-    for i, p in enumerate(passages):
-      if isinstance(p, str):
-        p = {"id": i, "text": p}
-      if not isinstance(p, dict) or not isinstance(p.get("text"), str) or not p["text"].strip():
-        raise ValueError(f"{where}: passages[{i}] must be a non-empty string or an object with 'text'")
-      clean.append({"id": p.get("id", i), "text": p["text"]})
-    out.append({**row, "passages": clean})
-  return out
-
-
-class Reranker:
-  """Scores (query, passage) pairs with a cross-encoder checkpoint."""
-
-  def __init__(self, path: str, *, max_length: int | None = None, batch_size: int = 64, dtype: str | None = None):
-    from bert_jax.data.tokenizers import check_fits, load_tokenizer
-    from bert_jax.pretrained import META_FILE, from_pretrained
-    model, self.params = from_pretrained(path, head="classification", **({"dtype": dtype} if dtype else {}))
-    if model.config.num_labels != 1:
-      raise ValueError(f"{path}: the classification head has {model.config.num_labels} outputs; a re-ranker has 1")
-    self.model, self.batch_size = model, batch_size
-    self.tokenizer = load_tokenizer(path)
-    check_fits(self.tokenizer, model.config.vocab_size)
-    saved = {}
-    if os.path.isfile(os.path.join(path, META_FILE)):
-      with open(os.path.join(path, META_FILE)) as f:
-        saved = json.load(f).get("finetune", {})
-    self.max_length = max_length or saved.get("max_length") or min(512, model.config.max_length)
-    self._apply = jax.jit(lambda params, batch: self.model.apply(
-        {"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits[:, 0])
-
-  def score(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-    """[n] scores of the pairs (queries[i], passages[i])."""
-    arrays = self.tokenizer.batch(list(queries), list(passages), max_length=self.max_length)
-    lengths = arrays["attention_mask"].sum(1).astype(np.int32)
-    dataset = finetune_task.Dataset(arrays, tuple(arrays), lengths, "<pairs>")
-    batch = min(self.batch_size, len(lengths))
-    return finetune_task.predict_split(lambda p, b: {"scores": self._apply(p, b)}, self.params, dataset, batch,
-                                       ())["scores"]
-
-  def rerank(self, rows: list[dict], top_k: int | None = None) -> list[dict]:
-    pairs = [(r["query"], p["text"], i, j) for i, r in enumerate(rows) for j, p in enumerate(r["passages"])]
-    scores = self.score([q for q, *_ in pairs], [t for _, t, *_ in pairs])
-    out = [dict(r, passages=[]) for r in rows]
-    for (_, _, i, j), s in zip(pairs, scores):
-      out[i]["passages"].append({**rows[i]["passages"][j], "score": float(s)})
-    for row in out:
-      row["passages"].sort(key=lambda p: -p["score"])
-      if top_k:
-        row["passages"] = row["passages"][:top_k]
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m bert_jax.rerank", description=__doc__.split("\n")[0])
-  parser.add_argument("--model", required=True, help="cross-encoder checkpoint folder")
-  parser.add_argument("--input", required=True, help="JSON lines: query + passages")
-  parser.add_argument("--output", required=True, help="JSON lines written here (- for stdout)")
-  parser.add_argument("--top_k", type=int, default=None, help="keep the best k passages per query")
-  parser.add_argument("--max_length", type=int, default=None, help="tokens per pair (default: the training length)")
-  parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--dtype", default=None, help="compute dtype, e.g. bfloat16")
-  args = parser.parse_args(argv)
-  start = time.time()
-  try:
-    rows = read_candidates(args.input)
-    reranker = Reranker(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype)
-    ranked = reranker.rerank(rows, args.top_k)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    raise SystemExit(f"error: {e}") from None
-  text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ranked)
-  if args.output == "-":
-    sys.stdout.write(text)
-  else:
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, args.output)
-  pairs = sum(len(r["passages"]) for r in rows)
-  print(f"re-ranked {len(rows)} queries ({pairs} pairs) in {time.time() - start:.1f} s", file=sys.stderr)
-
+from bert_jax.runtime import host_allocator
 
 if __name__ == "__main__":
   host_allocator.tune_for_cpu()  # before JAX starts its threads
+  from bert_jax.search.rerank import main
   main(sys.argv[1:])

@@ -24,7 +24,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bert_jax import checkpointing, config_lib, fileio, hardware, metrics as metrics_lib, optim, sharding, steps
+from bert_jax import checkpointing, config_lib, metrics as metrics_lib, optim, sharding, steps
+from bert_jax.runtime import fileio, hardware
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
 
@@ -64,12 +65,12 @@ def validate(config: ml_collections.ConfigDict, cfg: ModelConfig, mesh) -> None:
 def make_objective(config: ml_collections.ConfigDict, cfg: ModelConfig):
   """The objective named by config.objective (see bert_jax.tasks)."""
   if config.objective == "rtd":
-    from bert_jax.tasks.rtd import RTDObjective
+    from bert_jax.tasks.pretrain.rtd import RTDObjective
     return RTDObjective(cfg, config.rtd)
   if config.objective == "distill_mlm":
-    from bert_jax.tasks.distillation import DistillationObjective
+    from bert_jax.tasks.pretrain.distillation import DistillationObjective
     return DistillationObjective(cfg, config.distill)
-  from bert_jax.tasks.mlm import MLMObjective
+  from bert_jax.tasks.pretrain.mlm import MLMObjective
   return MLMObjective(cfg, with_pair=config.objective != "mlm")
 
 
@@ -88,7 +89,7 @@ def state_shardings(abstract_state: steps.TrainState, param_shardings, tx, mesh)
 
 def load_init_from(path: str, cfg: ModelConfig, params: dict, param_shardings) -> dict:
   """Overwrites `params` with a pretrained checkpoint's (bert_jax or HF folder); reports what stays fresh."""
-  from bert_jax.pretrained import from_pretrained
+  from bert_jax.convert.pretrained import from_pretrained
   try:
     _, pretrained = from_pretrained(path, head="mlm", scan_layers=cfg.scan_layers)
   except KeyError:
@@ -132,7 +133,7 @@ class Preemption:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains until config.total_steps; returns the last evaluation metrics."""
-  from bert_jax.data import pretraining_data
+  from bert_jax.data.pretraining import pipeline as pretraining_data
   from bert_jax.data.tokenizers import check_fits, load_tokenizer
 
   run_dir = fileio.resolve(workdir)  # local (made absolute) or a bucket URI
@@ -343,7 +344,7 @@ def export_model(objective, params, path: str, tokenizer_dir: str) -> None:
 
   Written to a temporary folder first: an earlier export stays until the new one is complete.
   """
-  from bert_jax.pretrained import save_pretrained
+  from bert_jax.convert.pretrained import save_pretrained
   if not hasattr(objective, "export"):
     return
   model, params = objective.export(params)

@@ -106,7 +106,8 @@ def compile_for(config, devices, chip: dict) -> dict:
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from bert_jax import config_lib, hardware, optim, sharding, steps, train
+  from bert_jax import config_lib, optim, sharding, steps, train
+  from bert_jax.runtime import hardware
   cfg = config_lib.model_config(config)
   rules = sharding.rules_from_config(config.sharding_rules)
   mesh = sharding.make_mesh(config.mesh.to_dict(), devices)

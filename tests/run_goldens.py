@@ -31,7 +31,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 TESTDATA = REPO / "tests" / "testdata"
 GOLDEN_FILE = TESTDATA / "run_goldens.json"
 CHECKPOINT_DIR = TESTDATA / "run_checkpoints"
-BUNDLED = REPO / "data"
+BUNDLED = REPO / "bert_jax" / "assets" / "data"
 
 STEPS = 8
 # Shared by every pretraining case: short rows, few predictions, a small batch, eval and

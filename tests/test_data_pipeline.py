@@ -16,10 +16,11 @@ import random
 import numpy as np
 import pytest
 
-from bert_jax.data import examples as ex
-from bert_jax.data import prepare as prepare_lib
-from bert_jax.data import pretraining_data as pd
-from bert_jax.data import records
+from bert_jax import assets
+from bert_jax.data.pretraining import examples as ex
+from bert_jax.data.pretraining import prepare as prepare_lib
+from bert_jax.data.pretraining import pipeline as pd
+from bert_jax.data.pretraining import records
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 
 WORDS_PER_DOC = 6
@@ -325,7 +326,7 @@ def test_validation_is_held_out_padded_and_split(corpus, tmp_path, tokenizer):
 
 
 def test_whole_word_masking_in_the_loader(tmp_path, tokenizer):
-  with gzip.open(os.path.join(os.path.dirname(pd.bundled_corpus()), "austen.txt.gz"), "rt", encoding="utf-8") as f:
+  with gzip.open(os.path.join(os.path.dirname(assets.corpus_glob()), "austen.txt.gz"), "rt", encoding="utf-8") as f:
     text = "\n\n".join(f.read().split("\n\n")[:8])
   (tmp_path / "austen.txt").write_text(text, encoding="utf-8")
   cfg = config(str(tmp_path / "austen.txt"), tmp_path, whole_word_masking=True, max_length=64, max_predictions=10,
@@ -450,6 +451,6 @@ def test_clear_errors(tmp_path, tokenizer, corpus):
 
 
 def test_bundled_corpus():
-  files = sorted(os.path.basename(p) for p in glob.glob(pd.bundled_corpus()))
+  files = sorted(os.path.basename(p) for p in glob.glob(assets.corpus_glob()))
   assert files == ["austen.txt.gz", "kjv.txt.gz"]
-  assert pd.DEFAULTS["train"] == pd.bundled_corpus()
+  assert pd.DEFAULTS["train"] == assets.corpus_glob()

@@ -19,8 +19,8 @@ from bert_jax.models import build
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel, collect_attention
 from bert_jax.models.relative import DisentangledSelfAttention
-from bert_jax.pretrained import export_hf, save_pretrained
-from bert_jax.tasks import distillation as dist
+from bert_jax.convert.pretrained import export_hf, save_pretrained
+from bert_jax.tasks.pretrain import distillation as dist
 from tests.conftest import REPO
 from tests.test_relative_attention import slow_scores
 

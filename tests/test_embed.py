@@ -13,7 +13,7 @@ import pytest
 from bert_jax import embed
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
-from bert_jax.pretrained import export_hf, from_pretrained
+from bert_jax.convert.pretrained import export_hf, from_pretrained
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
 REPO = pathlib.Path(__file__).parent.parent

@@ -20,7 +20,7 @@ import pytest
 from bert_jax import config_lib, evaluation, finetune
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 from bert_jax.metrics import read_metrics
-from bert_jax.tasks import contrastive, finetune_task, ranking, span_qa, tagging
+from bert_jax.tasks.finetune import contrastive, base as finetune_task, ranking, span_qa, tagging
 
 from tests.conftest import REPO
 
@@ -304,7 +304,8 @@ def test_rerank_groups_from_jsonl_and_tables_and_bad_lines(tmp_path):
 
 
 def test_contrastive_and_rerank_runs_save_models_the_commands_load(tmp_path):
-  from bert_jax import embed, rerank
+  from bert_jax import embed
+  from bert_jax.search import rerank
   rng = np.random.default_rng(0)
   sentences = [s.split("\t")[0] for s in open(str(MOVIE).format("dev"), encoding="utf-8").read().splitlines()[1:65]]
   pairs = tmp_path / "pairs.tsv"
@@ -401,7 +402,7 @@ def test_regress_reports_correlations_of_its_saved_model(tmp_path):
   task = finetune.task_class("regress")(config, load_tokenizer(bundled_tokenizer("wordpiece")))
   data = task.load(dev, "validation")
   np.testing.assert_allclose(data.arrays["labels"][:2], [2.26666666667, 1.26666666667], rtol=1e-6)
-  from bert_jax.pretrained import from_pretrained
+  from bert_jax.convert.pretrained import from_pretrained
   model, params = from_pretrained(str(tmp_path / "w" / "best"), head="classification")
   task.objective(model.config)
   predictions = finetune_task.predict_split(jax.jit(task.predict), params, data, 16, ())["logits"][:, 0]

@@ -1,4 +1,4 @@
-"""Tests for bert_jax.data.finetune_readers: tables, labels, TFDS GLUE, CoNLL and SQuAD readers.
+"""Tests for bert_jax.data.finetune.readers: tables, labels, TFDS GLUE, CoNLL and SQuAD readers.
 
 Each error case writes a small file and checks that the message names the
 file and the line (or JSON key path), since that is what a user needs to fix it.
@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from bert_jax.data import finetune_readers as fr
+from bert_jax.data.finetune import readers as fr
 
 BUNDLED_DEV = "/work/shared/data/movie_sentiment.dev.tsv"
 
@@ -296,7 +296,7 @@ def test_tfds_is_imported_lazily():
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
 
-  code = "import sys, bert_jax.data.finetune_readers; assert 'tensorflow_datasets' not in sys.modules"
+  code = "import sys, bert_jax.data.finetune.readers; assert 'tensorflow_datasets' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], check=True)
   # The module's own top-level imports are the standard library only (the package __init__ imports jax).
   tree = ast.parse(open(fr.__file__, encoding="utf-8").read())

@@ -8,13 +8,13 @@ import textwrap
 
 import pytest
 
-from bert_jax import host_allocator
+from bert_jax.runtime import host_allocator
 
 # A worker thread allocates, touches and frees a 100 MiB block ten times (what XLA:CPU does with a
 # step's temp buffer) and reports the minor page faults of the last nine rounds.
 _PROBE = textwrap.dedent("""
     import ctypes, resource, sys, threading
-    from bert_jax import host_allocator
+    from bert_jax.runtime import host_allocator
     applied = host_allocator.tune_for_cpu()
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bert_jax.data import masking
+from bert_jax.data.pretraining import masking
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 
 VOCAB = 1000

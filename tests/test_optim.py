@@ -10,7 +10,7 @@ import pytest
 
 from bert_jax import config_lib, optim, steps
 from bert_jax.models import build
-from bert_jax.tasks.mlm import MLMObjective
+from bert_jax.tasks.pretrain.mlm import MLMObjective
 
 
 def opt_config(**kw):

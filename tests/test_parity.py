@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from bert_jax.pretrained import export_hf, from_pretrained, load_hf
+from bert_jax.convert.pretrained import export_hf, from_pretrained, load_hf
 
 HF = pathlib.Path(__file__).parent / "testdata" / "hf"
 CASES = sorted(p.name for p in HF.iterdir() if (p / "golden.npz").exists())

@@ -1,4 +1,4 @@
-"""bert_jax.peer_watch: the links that stop a multi-process run within a second of one process dying."""
+"""bert_jax.runtime.peer_watch: the links that stop a multi-process run within a second of one process dying."""
 
 import os
 import signal
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bert_jax import peer_watch
+from bert_jax.runtime import peer_watch
 from tests.conftest import REPO
 
 
@@ -100,7 +100,7 @@ def test_an_orderly_end_reports_nothing():
 _PROCESS = textwrap.dedent("""
     import os, sys, time
     import jax
-    from bert_jax import peer_watch
+    from bert_jax.runtime import peer_watch
     index, victim, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     # A heartbeat far longer than the test's bound: only the links can stop the survivor in time.
     jax.distributed.initialize(f"localhost:{port}", 2, index, heartbeat_timeout_seconds=600)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bert_jax.models import build
-from bert_jax.tasks.rtd import RTDObjective, replace_at
+from bert_jax.tasks.pretrain.rtd import RTDObjective, replace_at
 
 
 def test_replace_at_by_hand():

@@ -24,7 +24,7 @@ flags.mark_flags_as_required(["src", "dst", "to"])
 
 
 def to_bert_jax(src: str, dst: str) -> tuple:
-  from bert_jax import pretrained
+  from bert_jax.convert import pretrained
   state = pretrained.read_hf_state(src)
   head = pretrained.detect_hf_head(state)
   model, params, info = pretrained.load_hf(src, head, keep_pooler=True)
@@ -34,7 +34,7 @@ def to_bert_jax(src: str, dst: str) -> tuple:
 
 
 def to_hf(src: str, dst: str) -> tuple:
-  from bert_jax import pretrained
+  from bert_jax.convert import pretrained
   model, params, meta = pretrained.load_bert_jax(src, head=_saved_head(src))
   legacy = meta.get("hf", {}).get("legacy", True)
   pretrained.export_hf(dst, model, params, legacy=legacy, tokenizer_from=src)
@@ -44,7 +44,7 @@ def to_hf(src: str, dst: str) -> tuple:
 
 def _saved_head(path: str) -> str | None:
   import json
-  from bert_jax.pretrained import META_FILE
+  from bert_jax.convert.pretrained import META_FILE
   with open(os.path.join(path, META_FILE)) as f:
     head = json.load(f).get("head")
   return head if head in ("mlm", "pretraining") else None

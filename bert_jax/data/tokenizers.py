@@ -24,7 +24,8 @@ import glob
 import sys
 from collections.abc import Sequence
 
-from bert_jax.data.tokenization.loading import bundled_tokenizer, check_fits, load_tokenizer
+from bert_jax.assets import tokenizer_dir as bundled_tokenizer
+from bert_jax.data.tokenization.loading import check_fits, load_tokenizer
 from bert_jax.data.tokenization.tokenizer import Encoding, Tokenizer
 from bert_jax.data.tokenization.training import read_lines, train_bpe, train_sentencepiece, train_wordpiece
 

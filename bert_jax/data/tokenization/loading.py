@@ -26,21 +26,6 @@ from bert_jax.data.tokenization.pipelines import SpecialToken, SpecialTokens
 from bert_jax.data.tokenization.tokenizer import Kind, Tokenizer
 
 VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "spm.model", "spiece.model", "*.model")
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "assets" / "tokenizers"
-BUNDLED_KINDS = ("wordpiece", "bpe", "spm")
-
-
-def bundled_tokenizer(kind: str) -> str:
-  """Folder of a tokenizer shipped with bert_jax: "wordpiece", "bpe" or "spm" (see its README)."""
-  kind = {"sentencepiece": "spm"}.get(kind, kind)
-  if kind not in BUNDLED_KINDS:
-    raise ValueError(f"unknown bundled tokenizer {kind!r}; expected one of {BUNDLED_KINDS}")
-  folder = BUNDLED_DIR / kind
-  if not folder.is_dir():
-    raise FileNotFoundError(f"bundled tokenizer folder {folder} is missing (broken install?)")
-  return str(folder)
-
-
 def check_fits(tokenizer: Tokenizer, vocab_size: int) -> None:
   """Raises ValueError if the tokenizer can emit an id the model has no embedding for."""
   if tokenizer.max_id >= vocab_size:

@@ -1,6 +1,6 @@
 """The pretraining input pipeline: prepared ArrayRecord shards -> masked, batched numpy (grain).
 
-    from bert_jax.data import pretraining_data
+    from bert_jax.data.pretraining import pipeline as pretraining_data
     loader = pretraining_data.make_loader(config.data, "mlm_nsp", tokenizer, split="train",
                                           global_batch_size=256, seed=0, process_index=jax.process_index(),
                                           process_count=jax.process_count())
@@ -34,15 +34,14 @@ import grain
 import numpy as np
 from absl import flags
 
-from bert_jax import caches
-from bert_jax.data import masking
-from bert_jax.data import prepare as prepare_lib
-from bert_jax.data import records
-from bert_jax.data.corpus import bundled_corpus
-from bert_jax.data.pretraining_config import DEFAULTS, OBJECTIVES, data_config, resolve
+from bert_jax.runtime import caches
+from bert_jax.data.pretraining import masking
+from bert_jax.data.pretraining import prepare as prepare_lib
+from bert_jax.data.pretraining import records
+from bert_jax.data.pretraining.config import DEFAULTS, OBJECTIVES, data_config, resolve
 
 
-__all__ = ["DEFAULTS", "OBJECTIVES", "Loader", "bundled_corpus", "data_config", "loader_state", "make_loader",
+__all__ = ["DEFAULTS", "OBJECTIVES", "Loader", "data_config", "loader_state", "make_loader",
            "restore"]
 
 # Masking stream of validation examples: never a process index, the same on every process.
@@ -52,7 +51,7 @@ _PREFETCH_BATCHES = 4
 
 
 def _cache_dir(config) -> str:
-  """data.cache_dir, else the shared cache (bert_jax.caches): prepared folders are named by a
+  """data.cache_dir, else the shared cache (bert_jax.runtime.caches): prepared folders are named by a
   fingerprint of their inputs, so runs in any workdir reuse them and never see stale ones."""
   return config.cache_dir or caches.path("prepared")
 

@@ -165,7 +165,3 @@ def main(argv: Sequence[str] | None = None) -> None:
   plot(runs, os.path.join(out, "curves.png"))
   sys.stdout.write(table)
   print(f"\nwrote {os.path.join(out, 'report.md')} and {os.path.join(out, 'curves.png')}")
-
-
-if __name__ == "__main__":
-  main()

@@ -26,12 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import evaluation
-from bert_jax.data import finetune_readers as readers
+from bert_jax.data.finetune import readers
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.heads import POOLING, l2_normalize
 from bert_jax.models.model import EncoderModel
 from bert_jax.tasks.base import cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
+from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
 
 SIDES = ("a", "p", "n")  # anchor, positive, hard negative
 

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import evaluation
-from bert_jax.data import finetune_readers as readers
+from bert_jax.data.finetune import readers
 from bert_jax.tasks.base import cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
-from bert_jax.tasks.mlm import forward
+from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
+from bert_jax.tasks.pretrain.mlm import forward
 
 
 def word_starts(words: list[str]) -> tuple[str, list[int]]:

@@ -32,14 +32,6 @@ Lines = list[str]
 # A document that is read only if a process needs it (TFDS records are decoded lazily).
 LazyDocument = Callable[[], Lines]
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def bundled_corpus() -> str:
-  """Glob of the public-domain corpus shipped in the repository: `<repo>/data/*.txt.gz`."""
-  return os.path.join(REPO_ROOT, "data", "*.txt.gz")
-
-
 def _is_remote(path: str) -> bool:
   return "://" in path
 

@@ -10,7 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from bert_jax import caches
+from bert_jax.runtime import caches
 
 # Dense bf16 peak per chip (FLOP/s), from the vendors' datasheets.
 DATASHEET_BF16 = {
@@ -38,7 +38,7 @@ def peak_flops(dtype: str = "float32", refresh: bool = False) -> float | None:
   """Machine peak FLOP/s for this process's devices.
 
   Accelerators: the datasheet. CPU: the best measured jitted matmul, cached in
-  bert_jax.caches (cpu_peak.json). A measurement taken while other jobs load the
+  bert_jax.runtime.caches (cpu_peak.json). A measurement taken while other jobs load the
   machine is low, so the cache keeps the best value seen, and `refresh=True`
   (benchmarks) measures again and keeps the larger of the two.
   """

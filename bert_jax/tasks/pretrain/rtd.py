@@ -21,7 +21,7 @@ import optax
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
 from bert_jax.tasks.base import Objective, Term
-from bert_jax.tasks.mlm import example_weights, forward, mlm_sums
+from bert_jax.tasks.pretrain.mlm import example_weights, forward, mlm_sums
 
 SHARING = ("gdes", "shared", "none")
 

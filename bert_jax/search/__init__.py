@@ -74,7 +74,8 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax import caches, embed, host_allocator
+from bert_jax import embed
+from bert_jax.runtime import caches, host_allocator
 from bert_jax.evaluation import mrr, ndcg_at_k, recall_at_k
 
 MODES = ("hybrid", "bm25", "dense")
@@ -1001,8 +1002,3 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     report = {**report, "index": os.path.abspath(args.index), "queries_file": os.path.abspath(args.queries),
               "model": index.info["model"]}
     _write_atomically(args.output, json.dumps(report, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-  host_allocator.tune_for_cpu()  # before JAX starts its threads
-  main(sys.argv[1:])

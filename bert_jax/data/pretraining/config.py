@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import ml_collections
 
-from bert_jax.data.corpus import bundled_corpus
-from bert_jax.data.tokenizers import bundled_tokenizer
+from bert_jax import assets
 
 OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")
 
 DEFAULTS = {
-    "train": bundled_corpus(),
+    "train": assets.corpus_glob(),
     "validation": "",
     "validation_documents": 20,
-    "tokenizer": bundled_tokenizer("wordpiece"),
+    "tokenizer": assets.tokenizer_dir("wordpiece"),
     "text_key": "text",
     "max_length": 128,
     "mask_rate": 0.15,

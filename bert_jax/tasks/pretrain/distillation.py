@@ -53,7 +53,7 @@ from bert_jax.models.config import ModelConfig
 from bert_jax.models.layers import Dense
 from bert_jax.models.model import EncoderModel, attention_mask_4d, collect_attention
 from bert_jax.tasks.base import Objective, Term, cross_entropy
-from bert_jax.tasks.mlm import example_weights, mlm_sums
+from bert_jax.tasks.pretrain.mlm import example_weights, mlm_sums
 
 # The student's trainable hidden-state projection lives under this top-level params key (only when
 # the widths differ and a hidden-state loss is on); `student_params` drops it before saving.
@@ -268,7 +268,7 @@ def load_teacher(path: str, student_cfg: ModelConfig, head: str | None = "mlm") 
   Unscanned layers (so XLA drops the maps of the layers nobody reads), no remat (no gradients),
   and the student's compute dtype.
   """
-  from bert_jax.pretrained import from_pretrained
+  from bert_jax.convert.pretrained import from_pretrained
   if not path:
     raise ValueError("config.distill.teacher is empty: set it to the teacher's folder (a bert_jax checkpoint "
                      "folder or a Hugging Face model folder)")
@@ -343,7 +343,7 @@ class DistillationObjective(Objective):
 
   def save_student(self, path: str, params: Mapping, **kw) -> None:
     """save_pretrained of the student (head "mlm"), projection dropped; kw go to save_pretrained."""
-    from bert_jax.pretrained import save_pretrained
+    from bert_jax.convert.pretrained import save_pretrained
     save_pretrained(path, self.student[True], self.student_params(params), **kw)
 
   def initial_params(self, params, param_shardings):

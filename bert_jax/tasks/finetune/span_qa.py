@@ -17,10 +17,10 @@ import numpy as np
 import tokenizers
 
 from bert_jax import evaluation
-from bert_jax.data import finetune_readers as readers
+from bert_jax.data.finetune import readers
 from bert_jax.tasks.base import cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
-from bert_jax.tasks.mlm import forward
+from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
+from bert_jax.tasks.pretrain.mlm import forward
 
 N_BEST = 20
 

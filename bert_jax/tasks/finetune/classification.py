@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import evaluation
-from bert_jax.data import finetune_readers as readers
+from bert_jax.data.finetune import readers
 from bert_jax.models.config import ModelConfig
 from bert_jax.tasks.base import Term, cross_entropy
-from bert_jax.tasks.finetune_task import Dataset, FinetuneTask, TaskObjective
-from bert_jax.tasks.mlm import example_weights, forward
+from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
+from bert_jax.tasks.pretrain.mlm import example_weights, forward
 
 
 def read_split(spec: str, split: str, data_config) -> readers.Table:
@@ -86,7 +86,7 @@ class DistilledClassificationObjective(ClassificationObjective):
     return {"distill_count": jnp.sum(example_weights(batch))}
 
   def sums(self, params, batch, rng):
-    from bert_jax.tasks.distillation import distill_logits_sums
+    from bert_jax.tasks.pretrain.distillation import distill_logits_sums
     logits = self.logits(params, batch, rng)
     return distill_logits_sums(logits, batch["teacher_logits"], batch["labels"].astype(jnp.int32),
                                example_weights(batch), self.temperature, self.alpha_kd, self.alpha_hard)
@@ -115,7 +115,7 @@ class ClassifyTask(FinetuneTask):
     """(jitted logits function, params, label names) of a fine-tuned classification checkpoint."""
     import json
     import os
-    from bert_jax.pretrained import META_FILE, from_pretrained
+    from bert_jax.convert.pretrained import META_FILE, from_pretrained
     model, params = from_pretrained(path, head="classification")
     names = None
     if os.path.isfile(os.path.join(path, META_FILE)):

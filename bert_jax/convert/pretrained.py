@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import fileio
+from bert_jax.runtime import fileio
 from bert_jax.convert import hf_config, hf_params, layout
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel

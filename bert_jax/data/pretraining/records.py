@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bert_jax.data.examples import Example
+from bert_jax.data.pretraining.examples import Example
 
 _HEADER = struct.Struct("<ii")
 

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import caches, host_allocator
+from bert_jax.runtime import caches, host_allocator
 from bert_jax.models.heads import POOLING, l2_normalize
 
 POOLINGS = tuple(POOLING)  # cls, mean, max
@@ -538,7 +538,7 @@ def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 def load(path: str, dtype: str | None = None):
   """(model, params, tokenizer) of a model folder, the tokenizer checked against the vocabulary."""
   from bert_jax.data.tokenizers import check_fits, load_tokenizer
-  from bert_jax.pretrained import from_pretrained
+  from bert_jax.convert.pretrained import from_pretrained
   tokenizer = load_tokenizer(path)
   model, params = from_pretrained(path, **({"dtype": dtype} if dtype else {}))
   check_fits(tokenizer, model.config.vocab_size)
@@ -662,8 +662,3 @@ def run(args: argparse.Namespace) -> None:
   show = len(texts) > PROGRESS_MIN_TEXTS or sys.stderr.isatty()
   vectors = _embed(model, params, tokenizer, texts, settings, args.batch_size, show)
   save_npy(args.output, vectors)
-
-
-if __name__ == "__main__":
-  host_allocator.tune_for_cpu()  # before JAX starts its threads
-  main(sys.argv[1:])

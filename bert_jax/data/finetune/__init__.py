@@ -1,0 +1,1 @@
+"""Fine-tuning data readers: labelled tables, TFDS GLUE, CoNLL, SQuAD."""

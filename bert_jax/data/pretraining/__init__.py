@@ -1,0 +1,1 @@
+"""Pretraining data: corpus -> examples -> ArrayRecord shards -> masked grain batches."""

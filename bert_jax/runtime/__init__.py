@@ -1,0 +1,1 @@
+"""Process plumbing: file I/O, caches, the host allocator, hardware peaks, peer links."""

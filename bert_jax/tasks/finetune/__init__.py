@@ -1,0 +1,1 @@
+"""Fine-tuning tasks: classification and regression, tagging, span QA, contrastive, re-ranking."""

@@ -1,0 +1,1 @@
+"""Pretraining objectives: MLM (+ NSP / SOP), replaced-token detection, distillation."""
