@@ -35,6 +35,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bert_jax import assets, checkpointing, config_lib, evaluation, metrics as metrics_lib, optim, sharding, steps
+from bert_jax.convert import sentence_transformers
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
@@ -72,10 +73,8 @@ def resolve_pooling(config: ml_collections.ConfigDict) -> str:
   """config.pooling, with "auto" = what the checkpoint was trained for (sentence-transformers: its pooling)."""
   if config.pooling != "auto":
     return config.pooling
-  if config.init_from and (os.path.isfile(os.path.join(config.init_from, "modules.json"))
-                           or os.path.isdir(os.path.join(config.init_from, "1_Pooling"))):
-    from bert_jax.embed import folder_defaults
-    return {"cls": "cls"}.get(folder_defaults(config.init_from, -1)["pooling"], "mean")
+  if config.init_from and sentence_transformers.is_folder(config.init_from):
+    return {"cls": "cls"}.get(sentence_transformers.folder_defaults(config.init_from, -1)["pooling"], "mean")
   return "pooler"
 
 

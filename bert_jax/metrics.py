@@ -104,7 +104,7 @@ def truncate_after(path, step: int) -> None:
     except json.JSONDecodeError:
       continue  # a half-written last line from a killed process
   if kept != lines:
-    fileio.write_text_atomic(path, "".join(kept))
+    fileio.write_atomic(path, "".join(kept))
 
 
 def read_metrics(workdir: str) -> list[dict]:

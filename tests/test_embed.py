@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from bert_jax import embed
+from bert_jax.convert import sentence_transformers
+from bert_jax.data import batching
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
 from bert_jax.convert.pretrained import export_hf, from_pretrained
@@ -72,8 +74,8 @@ def test_cli_matches_sentence_transformers(minilm, golden, tmp_path):
 
 
 def test_folder_defaults(minilm):
-  assert embed.folder_defaults(minilm, 512) == {"pooling": "mean", "normalize": True, "max_length": 256}
-  assert embed.folder_defaults(None, -1) == {"pooling": "mean", "normalize": False, "max_length": 512}
+  assert sentence_transformers.folder_defaults(minilm, 512) == {"pooling": "mean", "normalize": True, "max_length": 256}
+  assert sentence_transformers.folder_defaults(None, -1) == {"pooling": "mean", "normalize": False, "max_length": 512}
 
 
 def test_mean_and_cls_match_golden(minilm_loaded, golden):
@@ -102,7 +104,7 @@ def test_plan_covers_every_window_once():
       assert b.shape[1] <= 256 and b.windows.shape[0] == b.shape[0]
       assert all(np.minimum(lengths[row[row >= 0]], 256).sum() <= b.shape[1] for row in b.windows)
     # Packed rows share a few lengths; unpacked rows (DeBERTa-v2 with its conv) get one shape per bucket.
-    buckets = {embed.bucket_length(int(min(n, 256)), 256) for n in lengths}
+    buckets = {batching.bucket_length(int(min(n, 256)), 256, batching.FINE) for n in lengths}
     assert len({b.shape for b in batches}) <= (12 if pack else len(buckets))
 
 
@@ -269,5 +271,5 @@ def test_unsupported_sentence_transformers_module(tmp_path):
   (tmp_path / "modules.json").write_text(
       '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},'
       ' {"idx": 1, "name": "1", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]')
-  with pytest.raises(embed.EmbedError, match="Dense"):
-    embed.folder_defaults(str(tmp_path), 512)
+  with pytest.raises(sentence_transformers.SentenceTransformersError, match="Dense"):
+    sentence_transformers.folder_defaults(str(tmp_path), 512)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from bert_jax import config_lib, evaluation, finetune
+from bert_jax.data import batching
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 from bert_jax.metrics import read_metrics
 from bert_jax.tasks.finetune import contrastive, base as finetune_task, ranking, span_qa, tagging
@@ -155,8 +156,8 @@ def test_group_by_length_batches_cover_each_epoch_once_and_resume_by_step():
   spread = lambda group: np.mean([np.ptp(lengths[finetune_task.train_indices(5, s, 16, lengths, group)])
                                   for s in range(1, 13)])
   assert spread(True) < spread(False) / 2
-  assert finetune_task.bucket_length(17, 128) == 32 and finetune_task.bucket_length(3, 128) == 16
-  assert finetune_task.bucket_length(300, 256) == 256
+  assert batching.bucket_length(17, 128) == 32 and batching.bucket_length(3, 128) == 16
+  assert batching.bucket_length(300, 256) == 256
 
 
 # Tagging ----------------------------------------------------------------------------------------

@@ -54,11 +54,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.runtime import caches, host_allocator
-from bert_jax.models.heads import POOLING, l2_normalize
+from bert_jax.data.batching import FINE, bucket_length
+from bert_jax.convert.sentence_transformers import DEFAULT_MAX_LENGTH, POOLINGS, folder_defaults
+from bert_jax.models.heads import l2_normalize
 
-POOLINGS = tuple(POOLING)  # cls, mean, max
 LONG_INPUTS = ("truncate", "chunk")
-DEFAULT_MAX_LENGTH = 512
 # Tokens (rows x length) per batch unless batch_size gives rows; bounds activation memory
 # (attention is [rows, heads, l, l]). CPUs gain nothing from bigger batches and lose more
 # to the padded last one; accelerators want them big.
@@ -73,7 +73,6 @@ ATTENTION_COST_LENGTH = 512
 COMPILE_COST_TOKENS_CPU = 3_000
 COMPILE_COST_TOKENS_ACCELERATOR = 1_000_000
 PROGRESS_MIN_TEXTS = 1000
-_KNOWN_ST_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
 class EmbedError(ValueError):
@@ -86,63 +85,6 @@ class Settings:
   normalize: bool = False         # L2-normalize each output row
   max_length: int = DEFAULT_MAX_LENGTH  # tokens per sequence, special tokens included
   long_inputs: str = "truncate"   # truncate | chunk
-
-
-# -- defaults from a sentence-transformers folder ---------------------------------
-
-
-def _read_json(path: str) -> Any:
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise EmbedError(f"{path}: not valid JSON ({e})") from e
-
-
-def _pooling_from_config(path: str) -> str:
-  """1_Pooling/config.json -> "mean" | "cls" | "max"; other modes are refused, not approximated."""
-  config = _read_json(path)
-  if isinstance(config.get("pooling_mode"), str):  # newer sentence-transformers write the mode by name
-    modes = [config["pooling_mode"]]
-  else:
-    modes = [m for m in ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
-             if config.get(f"pooling_mode_{m}_tokens") or config.get(f"pooling_mode_{m}_token")]
-  if len(modes) != 1 or modes[0] not in POOLINGS:
-    raise EmbedError(f"{path}: pooling modes {modes} are not supported; expected exactly one of {POOLINGS} "
-                     "(or pass --pooling)")
-  return modes[0]
-
-
-def folder_defaults(path: str | None, model_max_length: int) -> dict[str, Any]:
-  """pooling / normalize / max_length that a sentence-transformers folder asks for (see the module docstring).
-
-  path: the model folder, or None for the plain defaults.
-  model_max_length: the position table's limit (-1 = none).
-  """
-  defaults: dict[str, Any] = {"pooling": "mean", "normalize": False,
-                              "max_length": DEFAULT_MAX_LENGTH if model_max_length < 0
-                              else min(DEFAULT_MAX_LENGTH, model_max_length)}
-  if path is None:
-    return defaults
-  modules_file = os.path.join(path, "modules.json")
-  modules = _read_json(modules_file) if os.path.isfile(modules_file) else []
-  for module in modules:
-    kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-    if kind not in _KNOWN_ST_MODULES:
-      raise EmbedError(f"{modules_file}: module {module.get('type')!r} is not supported by bert_jax.embed "
-                       f"(only {', '.join(_KNOWN_ST_MODULES)}); its output would differ from sentence-transformers")
-    if kind == "Pooling":
-      defaults["pooling"] = _pooling_from_config(os.path.join(path, module.get("path", ""), "config.json"))
-    defaults["normalize"] |= kind == "Normalize"
-  pooling_file = os.path.join(path, "1_Pooling", "config.json")
-  if not modules and os.path.isfile(pooling_file):
-    defaults["pooling"] = _pooling_from_config(pooling_file)
-  st_file = os.path.join(path, "sentence_bert_config.json")
-  if os.path.isfile(st_file):
-    max_seq_length = _read_json(st_file).get("max_seq_length")
-    if isinstance(max_seq_length, int) and max_seq_length > 0:
-      defaults["max_length"] = max_seq_length
-  return defaults
 
 
 def resolve_settings(defaults: dict[str, Any], model_max_length: int, **flags: Any) -> Settings:
@@ -268,12 +210,6 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, chunk: bool) -> W
 # -- batches ----------------------------------------------------------------------
 
 
-def bucket_length(length: int, max_length: int) -> int:
-  """Padded length of a row: multiples of 8 up to 128, of 16 up to 256, then of 64; <= max_length."""
-  step = 8 if length <= 128 else 16 if length <= 256 else 64
-  return min(-(-length // step) * step, max_length)
-
-
 def pack_rows(lengths: np.ndarray, row_length: int) -> list[list[int]]:
   """Windows packed into rows of at most row_length tokens: [rows][segments] window indices.
 
@@ -301,7 +237,7 @@ def pack_rows(lengths: np.ndarray, row_length: int) -> list[list[int]]:
 
 def row_lengths(lengths: np.ndarray, rows: list[list[int]], max_length: int) -> np.ndarray:
   """The padded length of each row: int [rows]."""
-  return np.array([bucket_length(int(lengths[row].sum()), max_length) for row in rows], np.int64)
+  return np.array([bucket_length(int(lengths[row].sum()), max_length, FINE) for row in rows], np.int64)
 
 
 def row_cost(length: np.ndarray) -> np.ndarray:
@@ -338,7 +274,7 @@ def choose_row_length(lengths: np.ndarray, max_length: int, compile_cost: float)
   """
   sample = np.sort(lengths)[np.linspace(0, len(lengths) - 1, min(len(lengths), 2048)).astype(np.int64)]
   scale = len(lengths) / len(sample)
-  candidates = sorted({bucket_length(n, max_length) for n in range(16, min(max_length, 256) + 1)})
+  candidates = sorted({bucket_length(n, max_length, FINE) for n in range(16, min(max_length, 256) + 1)})
   return min(candidates, key=lambda n: plan_cost(sample, n, max_length, compile_cost / scale))
 
 

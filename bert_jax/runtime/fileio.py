@@ -1,4 +1,15 @@
-"""Run-directory paths that may be local or on a bucket (gs://, s3://): one epath-based API.
+"""File I/O for paths that may be local or on a bucket (gs://, s3://), with the one atomic writer
+and the one UTF-8 line reader of the codebase.
+
+    resolve(path)                  epath.Path: local paths made absolute, URIs kept
+    write_atomic(path, data)       text or bytes; a reader never sees a partial file
+    atomic_path(path)              a temporary path beside `path` that replaces it on success
+                                   (for writers that want a file name: np.save, safetensors, ArrayRecord)
+    replace_folder(new, folder)    a complete folder takes another's place, never leaving neither
+    open_binary(path)              a binary stream, gzip-decompressed when the name ends in .gz
+    decode_lines(stream, name)     (line number, text) of each UTF-8 line; a bad byte names its line
+    read_lines(path)               all lines of a local or remote text file, checked the same way
+    upload_tree(local, remote)     a complete local folder copied to a bucket, replacing it safely
 
 Local paths are made absolute (a relative workdir means the same folder from any later cwd);
 remote ones are kept as URIs. epath reaches gs:// through gcsfs (the `gcs` extra) or TensorFlow.
@@ -6,7 +17,12 @@ remote ones are kept as URIs. epath reaches gs:// through gcsfs (the `gcs` extra
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
 
 from etils import epath
 
@@ -21,19 +37,112 @@ def resolve(path) -> epath.Path:
   return epath.Path(path if is_remote(path) else os.path.abspath(os.path.expanduser(path)))
 
 
-def write_text_atomic(path, text: str) -> None:
-  """Writes `text` to `path` so that a reader never sees a partial file.
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[str]:
+  """Yields a temporary path beside local `path`; when the block ends without an error it replaces `path`.
+
+  On an error the temporary file is removed and `path` (if it existed) is left as it was.
+  """
+  path = os.path.abspath(os.fspath(path))
+  folder = os.path.dirname(path)
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"{path}: folder {folder} does not exist")
+  tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+def write_atomic(path, data: str | bytes) -> None:
+  """Writes text (UTF-8) or bytes to `path` so that a reader never sees a partial file.
 
   Local: a temporary file renamed over the target. Object stores (gs://) publish an
   object only once its upload completes, so a direct write is already all-or-nothing.
   """
-  path = resolve(path)
   if is_remote(path):
-    path.write_text(text)
+    target = resolve(path)
+    target.write_bytes(data) if isinstance(data, bytes) else target.write_text(data)
     return
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb" if isinstance(data, bytes) else "w", **({} if isinstance(data, bytes) else
+                                                                {"encoding": "utf-8"})) as f:
+      f.write(data)
+
+
+def replace_folder(new: str, folder: str) -> None:
+  """Moves the complete local folder `new` to `folder`, replacing what was there.
+
+  The old folder is renamed aside first and deleted last, so at every moment one complete
+  copy exists under `folder` or `folder.old`.
+  """
+  if os.path.exists(folder):
+    old = folder + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(folder, old)
+    try:
+      os.rename(new, folder)
+    except BaseException:
+      os.rename(old, folder)
+      raise
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.rename(new, folder)
+
+
+@contextlib.contextmanager
+def open_binary(path) -> Iterator:
+  """A binary stream of a local or remote file, decompressed when its name ends in `.gz`."""
+  name = os.fspath(path)
+  raw = epath.Path(name).open("rb") if is_remote(name) else open(name, "rb")
+  with raw:
+    if name.endswith(".gz"):
+      with gzip.GzipFile(fileobj=raw) as stream:
+        yield stream
+    else:
+      yield raw
+
+
+def decode_lines(stream: Iterable[bytes], name: str, error: type[Exception] = ValueError
+                 ) -> Iterator[tuple[int, str]]:
+  """(line number, text) for each line of a binary stream, decoded as UTF-8 one line at a time.
+
+  Lines end at "\\n" only (str.splitlines would also split on \\x0b, U+2028, ...); a trailing
+  "\\r" is dropped, and so is a byte-order mark at the start. A byte that is not UTF-8 raises
+  `error("NAME:LINE: not valid UTF-8: ...")`, naming the line and the byte.
+  """
+  offset = 0
+  for number, raw in enumerate(stream, start=1):
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise error(f"{name}:{number}: not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} of the "
+                  f"line (offset {offset + e.start} of the {'decompressed ' if name.endswith('.gz') else ''}"
+                  "file)") from None
+    offset += len(raw)
+    text = text.removesuffix("\n").removesuffix("\r")
+    if number == 1:
+      text = text.removeprefix("\ufeff")
+    yield number, text
+
+
+def read_lines(path, error: type[Exception] = ValueError) -> list[str]:
+  """Every line of a local or remote UTF-8 text file (`.gz` decompressed), checked as `decode_lines` does.
+
+  A missing file raises FileNotFoundError; one that cannot be read (a folder, no permission, bad
+  gzip data) raises `error` naming it.
+  """
+  name = os.fspath(path)
+  if not (resolve(name).exists() if is_remote(name) else os.path.exists(name)):
+    raise FileNotFoundError(f"{name}: no such file")
+  try:
+    with open_binary(name) as stream:
+      return [text for _, text in decode_lines(stream, name, error)]
+  except (OSError, EOFError) as e:  # a folder, no permission; gzip.BadGzipFile is an OSError
+    raise error(f"{name}: cannot read the file: {e}") from e
 
 
 def upload_tree(local_dir: str, remote) -> None:

@@ -22,12 +22,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from bert_jax.data.batching import bucket_length
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
 from bert_jax.tasks.base import Objective, Term
-
-MIN_BUCKET = 16
-
 
 @dataclasses.dataclass
 class Dataset:
@@ -47,14 +45,6 @@ class Dataset:
 
   def __len__(self) -> int:
     return int(self.lengths.shape[0])
-
-
-def bucket_length(length: int, max_length: int) -> int:
-  """Smallest power of two >= length (and >= MIN_BUCKET), capped at max_length."""
-  bucket = MIN_BUCKET
-  while bucket < length:
-    bucket *= 2
-  return min(bucket, max_length)
 
 
 def take(dataset: Dataset, indices: np.ndarray, length: int | None = None) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import evaluation
+from bert_jax.convert import sentence_transformers
 from bert_jax.data.finetune import readers
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.heads import POOLING, l2_normalize
@@ -150,26 +151,6 @@ class ContrastiveTask(FinetuneTask):
 
   def export_files(self, path: str) -> None:
     """sentence-transformers module files: Transformer -> Pooling -> Normalize."""
-    write_sentence_transformers_files(path, self._pooling(), normalize=True, max_length=self.config.data.max_length,
-                                      hidden_size=None)
+    sentence_transformers.write_modules(path, self._pooling(), normalize=True,
+                                        max_length=self.config.data.max_length)
 
-
-def write_sentence_transformers_files(path: str, pooling: str, *, normalize: bool, max_length: int,
-                                      hidden_size: int | None) -> None:
-  modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-  if normalize:
-    modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-  os.makedirs(os.path.join(path, "1_Pooling"), exist_ok=True)
-  with open(os.path.join(path, "modules.json"), "w") as f:
-    json.dump(modules, f, indent=2)
-  pooling_config = {f"pooling_mode_{m}_tokens" if m != "cls" else "pooling_mode_cls_token": m == pooling
-                    for m in ("cls", "mean", "max")}
-  if hidden_size:
-    pooling_config["word_embedding_dimension"] = hidden_size
-  with open(os.path.join(path, "1_Pooling", "config.json"), "w") as f:
-    json.dump(pooling_config, f, indent=2)
-  if normalize:
-    os.makedirs(os.path.join(path, "2_Normalize"), exist_ok=True)
-  with open(os.path.join(path, "sentence_bert_config.json"), "w") as f:
-    json.dump({"max_seq_length": max_length, "do_lower_case": False}, f, indent=2)
