@@ -50,6 +50,7 @@ def model_sizes(family: str, size: str) -> dict[str, int]:
 
 
 def run_ours(args, workdir: str, env: dict[str, str]) -> dict:
+  from bert_jax.metrics import read_metrics
   command = [sys.executable, "-m", "bert_jax.main", f"--config=configs/pretrain.py:{args.family}-{args.size}",
              f"--workdir={workdir}", f"--config.batch_size={args.batch}", f"--config.data.max_length={args.length}",
              f"--config.total_steps={args.steps}"] + args.ours_flag
@@ -58,8 +59,7 @@ def run_ours(args, workdir: str, env: dict[str, str]) -> dict:
   wall = time.perf_counter() - start
   # The default log_every logs step 1 and the last step: the rate of the last line covers steps 2..N
   # (per-step logging would add a host sync per step that a normal run does not have).
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rates = [json.loads(line) for line in f if "perf/steps_per_sec" in line]
+  rates = [r for r in read_metrics(workdir) if "perf/steps_per_sec" in r]
   last = rates[-1]
   return {"wall_s": wall, "step_s": 1.0 / last["perf/steps_per_sec"]}
 
@@ -96,6 +96,7 @@ def main() -> None:
   args = p.parse_args()
   sys.path.insert(0, REPO)
   from bert_jax import config_lib, models
+  from bert_jax.models.flops import train_flops
   from bert_jax.runtime import hardware
   config = config_lib.pretrain_config(args.family, args.size)
   args.predictions = int(config.data.max_predictions)
@@ -119,7 +120,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
   cfg = models.build(args.family, args.size)
-  flops = hardware.train_flops(cfg, args.batch, args.length, args.predictions)
+  flops = train_flops(cfg, args.batch, args.length, args.predictions)
   peak = hardware.peak_flops("float32", refresh=True)
   tokens = args.batch * args.length
   summary = {"family": args.family, "size": args.size, "batch": args.batch, "length": args.length,

@@ -8,7 +8,7 @@ logits only at the masked positions, AdamW, clipping), jits `steps.train_step`
 with donation on one device, runs warm-up steps, then times --steps steps
 (blocking on the result). Like the command-line entry points it first applies
 `bert_jax.runtime.host_allocator` on CPU (BERT_JAX_MALLOC=system measures without it).
-FLOPs per step are model FLOPs (`bert_jax.runtime.hardware.train_flops`, the PaLM/MaxText
+FLOPs per step are model FLOPs (`bert_jax.models.flops.train_flops`, the PaLM/MaxText
 convention; XLA's cost analysis is printed beside it and undercounts cuBLAS/cuDNN calls
 on GPU); MFU divides the achieved FLOP/s by the device's peak
 (`bert_jax.runtime.hardware.peak_flops`: the measured matmul peak on CPU, the datasheet
@@ -45,6 +45,7 @@ def synthetic_batch(batch: int, length: int, vocab: int, predictions: int, seed:
 
 def measure(args, impl: str) -> dict:
   from bert_jax import config_lib, models, optim, steps
+  from bert_jax.models import flops
   from bert_jax.runtime import hardware
   from bert_jax.tasks.pretrain.mlm import MLMObjective
   overrides = {"dtype": args.dtype, "attention_impl": impl, "remat_policy": args.remat,
@@ -85,7 +86,7 @@ def measure(args, impl: str) -> dict:
   # The median step: robust to other jobs on a shared machine (the mean is printed too).
   seconds = float(np.median(times))
   peak = hardware.peak_flops(args.dtype, refresh=True)
-  model_flops = hardware.train_flops(cfg, args.batch, args.length, predictions)
+  model_flops = flops.train_flops(cfg, args.batch, args.length, predictions)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   return {"family": args.family, "size": args.size, "batch": args.batch, "length": args.length,
           "dtype": args.dtype, "attention_impl": impl, "remat": args.remat, "scan": args.scan,

@@ -1,4 +1,4 @@
-"""Entry point: flags, distributed initialisation, then `train.train_and_evaluate`.
+"""Entry point: flags, distributed initialisation, then the trainer the task registry names for the config.
 
     python -m bert_jax.main --config=configs/quickstart.py --workdir=/tmp/qs
     python -m bert_jax.main --config=configs/pretrain.py:bert-base --workdir=DIR --config.mesh.fsdp=-1
@@ -61,19 +61,18 @@ def main(argv):
     logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   initialize_distributed()
   watch = peer_watch.start() if FLAGS.peer_links else None
-  from bert_jax import train
+  from bert_jax import finetune, loop, train
   from bert_jax.runtime import caches
+  from bert_jax.tasks import registry
   if FLAGS.compilation_cache:
     caches.enable_compilation_cache()
   try:
-    if "task" in FLAGS.config:
-      from bert_jax import finetune
-      finetune.finetune_and_evaluate(FLAGS.config, FLAGS.workdir)
-    else:
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    spec = registry.lookup(FLAGS.config)
+    run = finetune.finetune_and_evaluate if spec.kind == registry.FINETUNE else train.train_and_evaluate
+    run(FLAGS.config, FLAGS.workdir)
     if watch:
       watch.close()
-  except train.NonFiniteLoss as e:
+  except loop.NonFiniteLoss as e:
     if watch:  # every process sees the same loss and stops the same way: an orderly end, not a death
       watch.close()
     raise SystemExit(str(e)) from None

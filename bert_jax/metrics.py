@@ -108,8 +108,27 @@ def truncate_after(path, step: int) -> None:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  text = (fileio.resolve(workdir) / "metrics.jsonl").read_text()
-  return [json.loads(line) for line in text.splitlines() if line.strip()]
+  """The records of WORKDIR/metrics.jsonl (local or remote), in file order; blank lines skipped.
+
+  A torn last line (a run killed, or still running, mid-write) is dropped; any other line that
+  is not JSON raises ValueError naming PATH:LINE. A workdir without the file raises
+  FileNotFoundError.
+  """
+  path = fileio.resolve(workdir) / "metrics.jsonl"
+  if not path.exists():
+    raise FileNotFoundError(f"{workdir}: no metrics.jsonl (is this a bert_jax.main workdir?)")
+  lines = path.read_text().splitlines()
+  records = []
+  for number, line in enumerate(lines, 1):
+    if line.strip():
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        # A run killed mid-write can leave a torn last line; anything else is an error.
+        if number == len(lines):
+          break
+        raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
+  return records
 
 
 class Progress:

@@ -1,4 +1,4 @@
-"""Fine-tuning: one task table (bert_jax.config_lib.FINETUNE_TASKS), one config file.
+"""Fine-tuning: one config file, one recipe table (below); the tasks themselves are in bert_jax/tasks/registry.py.
 
     python -m bert_jax.main --config=configs/finetune.py:classify --workdir=/tmp/ft \
         --config.init_from=PATH --config.data.train=train.tsv --config.data.validation=dev.tsv
@@ -10,8 +10,66 @@ regress (STS-B style scores), tag (CoNLL files), qa (SQuAD JSON), contrastive
 bundled movie-sentiment TSVs.
 """
 
-from bert_jax import config_lib
+from bert_jax import assets, config_lib, models
+from bert_jax.tasks import registry
+
+# Task -> the recipe settings that differ from the common fine-tuning defaults below.
+RECIPES = {
+    "classify": {},
+    "regress": {},
+    "tag": {"data.max_length": 128},
+    "qa": {"data.max_length": 384, "optimizer.learning_rate": 3e-5, "num_epochs": 2.0, "batch_size": 16},
+    "contrastive": {"data.max_length": 128, "optimizer.learning_rate": 2e-5, "num_epochs": 1.0, "batch_size": 64},
+    "rerank": {"data.max_length": 256, "optimizer.learning_rate": 2e-5, "num_epochs": 1.0, "batch_size": 16},
+}
+
+
+def finetune_config(task: str):
+  """The common fine-tuning defaults, then the task's own settings (registry), then its recipe (RECIPES)."""
+  spec = registry.get(task, registry.FINETUNE)
+  c = config_lib.base_config()
+  c.task = task
+  c.objective = "finetune"
+  c.seeds = 1                     # runs with seeds seed, seed+1, ...; trained together under vmap
+  c.num_epochs = 3.0              # used when total_steps <= 0
+  c.total_steps = -1              # -1: num_epochs over the training split
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.log_every = 50
+  c.eval_every = -1               # steps between evaluations; -1 = every epoch; 0 = only at the end
+  c.checkpoint_every = -1         # -1 = every epoch
+  c.keep_checkpoints = 1
+  c.best_metric = spec.best_metric  # validation metric that picks the best checkpoint
+  c.pooling = "auto"              # sequence classification input: auto (the checkpoint's sentence-transformers
+                                  # pooling, else the pooler) | pooler | cls | mean
+  c.data.train = assets.sentiment_file("train")
+  c.data.validation = assets.sentiment_file("dev")
+  c.data.test = ""                # evaluated once at the end with the best checkpoint
+  c.data.tokenizer = ""           # "" = the init_from folder's tokenizer (bundled WordPiece without init_from)
+  c.data.text_column = "sentence"
+  c.data.pair_column = "sentence2"
+  c.data.label_column = "label"
+  c.data.tfds_data_dir = ""
+  c.data.group_by_length = True   # batches of similar lengths (less padding); still random and resumable
+  c.data.doc_stride = 128         # qa: overlap between windows of a long context
+  c.data.max_query_length = 64    # qa: question tokens kept
+  c.data.max_answer_length = 30   # qa: longest predicted answer in tokens
+  c.data.group_size = 4           # rerank: passages per query in a listwise group (1 positive)
+  c.rerank_loss = "listwise"      # rerank: listwise (softmax over the group) | pointwise (binary cross entropy)
+  c.temperature = 0.05            # contrastive: similarities divided by this (sentence-transformers' scale 20)
+  c.model = config_lib.model_section(models.build("bert", "mini"))  # the from-scratch backbone (without init_from)
+  # Task distillation (classify): a fine-tuned teacher's soft targets plus the hard labels.
+  c.distill.alpha_kd = 0.5
+  c.distill.alpha_hard = 0.5
+  c.optimizer.learning_rate = 5e-5
+  c.optimizer.warmup_steps = 0
+  c.optimizer.warmup_ratio = 0.1
+  c.optimizer.weight_decay = 0.01
+  c.optimizer.eps = 1e-8
+  registry.apply_overrides(c, spec.overrides)
+  registry.apply_overrides(c, RECIPES[task])
+  return c
 
 
 def get_config(task: str = "classify"):
-  return config_lib.finetune_config(task)
+  return finetune_config(task)

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from bert_jax import embed
-from bert_jax.data.finetune.readers import LabelMap, read_table
+from bert_jax.data.finetune import LabelMap, read_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -106,29 +106,24 @@ def compile_for(config, devices, chip: dict) -> dict:
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from bert_jax import config_lib, optim, sharding, steps, train
+  from bert_jax import config_lib, loop, sharding, steps, train
+  from bert_jax.models import flops
   from bert_jax.runtime import hardware
+  from bert_jax.tasks import registry
   cfg = config_lib.model_config(config)
   rules = sharding.rules_from_config(config.sharding_rules)
   mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
-  train.validate(config, cfg, mesh)
+  loop.validate(config, mesh, cfg)
   objective = train.make_objective(config, cfg)
   total_steps = max(int(config.total_steps), 1)
-  ids = train.dummy_inputs(config)
-  boxed = jax.eval_shape(functools.partial(objective.init, {"params": jax.random.key(0),
-                                                            "dropout": jax.random.key(0)}), ids)
-  param_shardings = sharding.named_shardings(boxed, mesh, rules, log=lambda *a: None)
-  abstract_params = nn.meta.unbox(boxed)
-  tx, schedule = optim.make_optimizer(config.optimizer, total_steps, abstract_params, cfg.num_layers)
-
-  abstract_state = jax.eval_shape(functools.partial(steps.initial_state, objective, tx, ids), jax.random.key(0))
-  shardings = train.state_shardings(abstract_state, param_shardings, tx, mesh)
-  state_in = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
+  setup = loop.setup_state(objective, config.optimizer, total_steps, cfg.num_layers, train.input_shape(config),
+                           mesh, rules)
+  abstract_params, state_in, shardings = setup.abstract_params, setup.abstract, setup.shardings
   batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
-  data_objective = train.DATA_OBJECTIVES.get(config.objective, config.objective)
+  data_objective = registry.get(config.objective, registry.PRETRAIN).data_objective
   batch_in = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
               for k, v in batch_shapes(config, data_objective).items()}
-  step = jax.jit(functools.partial(steps.train_step, objective=objective, tx=tx, schedule=schedule,
+  step = jax.jit(functools.partial(steps.train_step, objective=objective, tx=setup.tx, schedule=setup.schedule,
                                    accum_steps=int(config.optimizer.grad_accum_steps)),
                  in_shardings=(shardings, batch_sharding), out_shardings=(shardings, NamedSharding(mesh, P())),
                  donate_argnums=(0,))
@@ -136,7 +131,7 @@ def compile_for(config, devices, chip: dict) -> dict:
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))
   state_bytes = sum(_shard_bytes(a) for a in jax.tree.leaves(state_in))
   batch_bytes = sum(_shard_bytes(a) for a in jax.tree.leaves(batch_in))
-  model_flops = hardware.train_flops(cfg, config.batch_size, config.data.max_length, config.data.max_predictions)
+  model_flops = flops.train_flops(cfg, config.batch_size, config.data.max_length, config.data.max_predictions)
   report = {"topology": chip["name"], "libtpu_topology": chip.get("topology"), "chips": len(devices),
             "mesh": dict(zip(mesh.axis_names, mesh.devices.shape)), "family": cfg.family,
             "params": n_params, "batch_size": config.batch_size, "max_length": config.data.max_length,

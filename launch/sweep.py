@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from bert_jax.runtime import fileio
+
 
 def parse_assignment(text: str, flag: str) -> tuple[str, list[str]]:
   """'key=v1,v2' -> ('key', ['v1', 'v2']), with a clear error for anything else."""
@@ -92,10 +94,7 @@ def main(argv: list[str] | None = None) -> None:
       print(shlex.join(command(args.config, run["workdir"], {**run["set"], **run["grid"]}, extra)))
     return
   os.makedirs(args.workdir, exist_ok=True)
-  tmp = os.path.join(args.workdir, "sweep.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(plan, f, indent=2)
-  os.replace(tmp, os.path.join(args.workdir, "sweep.json"))
+  fileio.write_atomic(os.path.join(args.workdir, "sweep.json"), json.dumps(plan, indent=2))
 
   failed = []
   for i, run in enumerate(runs, 1):

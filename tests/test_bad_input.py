@@ -39,7 +39,7 @@ CASES = {
     "missing training file": (lambda c, t: c.data.__setitem__("train", str(t / "nope.txt")), FileNotFoundError,
                               "nope.txt"),
     "mis-encoded corpus line": (lambda c, t: c.data.__setitem__("train", _bad_text_file(t, b"fine\n\xff\xfe bad\n")),
-                                ValueError, r"bad.txt:2: line is not valid UTF-8"),
+                                ValueError, r"bad.txt:2: not valid UTF-8"),
     "tokenizer that does not fit the vocabulary": (
         lambda c, t: c.data.__setitem__("tokenizer", bundled_tokenizer("wordpiece")) or c.model.__setitem__(
             "vocab_size", 4000), ValueError, "vocab"),

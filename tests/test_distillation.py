@@ -20,6 +20,7 @@ from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel, collect_attention
 from bert_jax.models.relative import DisentangledSelfAttention
 from bert_jax.convert.pretrained import export_hf, save_pretrained
+from bert_jax.tasks.pretrain import distill_losses as losses
 from bert_jax.tasks.pretrain import distillation as dist
 from tests.conftest import REPO
 from tests.test_relative_attention import slow_scores
@@ -179,16 +180,16 @@ def test_soft_target_kl_by_hand():
         p = np.exp(_log_softmax(t[i, j] / temp))
         kl = sum(p[v] * (np.log(p[v]) - _log_softmax(s[i, j] / temp)[v]) for v in range(7))
         expected += w[i, j] * temp ** 2 * kl
-    ours = dist.soft_target_kl(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32), temp, jnp.asarray(w))
+    ours = losses.soft_target_kl(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32), temp, jnp.asarray(w))
     np.testing.assert_allclose(float(ours), expected, rtol=1e-5)
   # A zero weight drops its row entirely, whatever it holds.
   s2 = s.copy()
   s2[1, 2] += 100.0
-  np.testing.assert_allclose(dist.soft_target_kl(s2, t, 2.0, w), dist.soft_target_kl(s, t, 2.0, w), rtol=1e-6)
-  assert abs(float(dist.soft_target_kl(t, t, 2.0, w))) < 1e-5
-  assert float(dist.soft_target_kl(s, t, 2.0)) > 0
+  np.testing.assert_allclose(losses.soft_target_kl(s2, t, 2.0, w), losses.soft_target_kl(s, t, 2.0, w), rtol=1e-6)
+  assert abs(float(losses.soft_target_kl(t, t, 2.0, w))) < 1e-5
+  assert float(losses.soft_target_kl(s, t, 2.0)) > 0
   with pytest.raises(ValueError, match="vocabulary"):
-    dist.soft_target_kl(s[..., :5], t, 2.0)
+    losses.soft_target_kl(s[..., :5], t, 2.0)
 
 
 def test_hidden_mse_and_cosine_by_hand():
@@ -200,11 +201,11 @@ def test_hidden_mse_and_cosine_by_hand():
     for i in range(5):
       mse += mask[b, i] * sum((s[b, i, h] - t[b, i, h]) ** 2 for h in range(6)) / 6
       cos += mask[b, i] * (1 - s[b, i] @ t[b, i] / (np.linalg.norm(s[b, i]) * np.linalg.norm(t[b, i])))
-  np.testing.assert_allclose(dist.hidden_mse(s, t, mask), mse, rtol=1e-5)
-  np.testing.assert_allclose(dist.cosine_embedding_loss(s, t, mask), cos, rtol=1e-5)
-  assert abs(float(dist.hidden_mse(t, t, mask))) < 1e-9 and abs(float(dist.cosine_embedding_loss(t, t, mask))) < 1e-5
+  np.testing.assert_allclose(losses.hidden_mse(s, t, mask), mse, rtol=1e-5)
+  np.testing.assert_allclose(losses.cosine_embedding_loss(s, t, mask), cos, rtol=1e-5)
+  assert abs(float(losses.hidden_mse(t, t, mask))) < 1e-9 and abs(float(losses.cosine_embedding_loss(t, t, mask))) < 1e-5
   with pytest.raises(ValueError, match="project"):
-    dist.hidden_mse(s[..., :4], t, mask)
+    losses.hidden_mse(s[..., :4], t, mask)
 
 
 def _random_maps(rng, shape, mask):
@@ -224,23 +225,23 @@ def test_attention_kl_by_hand():
       per_head = [sum(t[b, h, i, j] * np.log(t[b, h, i, j] / s[b, h, i, j]) for j in range(6) if t[b, h, i, j] > 0)
                   for h in range(3)]
       expected += np.mean(per_head)
-  np.testing.assert_allclose(dist.attention_kl(s, t, mask), expected, rtol=1e-5)
+  np.testing.assert_allclose(losses.attention_kl(s, t, mask), expected, rtol=1e-5)
   # Masked queries do not count, whatever their rows hold; identical maps give 0, others more.
   s2 = s.copy()
   s2[1, :, 5] = np.roll(s2[1, :, 5], 1, axis=-1)
-  np.testing.assert_allclose(dist.attention_kl(s2, t, mask), dist.attention_kl(s, t, mask), rtol=1e-6)
-  assert abs(float(dist.attention_kl(t, t, mask))) < 1e-6 and float(dist.attention_kl(s, t, mask)) > 0
-  grads = jax.grad(lambda x: dist.attention_kl(x, t, mask))(jnp.asarray(s, jnp.float32))
+  np.testing.assert_allclose(losses.attention_kl(s2, t, mask), losses.attention_kl(s, t, mask), rtol=1e-6)
+  assert abs(float(losses.attention_kl(t, t, mask))) < 1e-6 and float(losses.attention_kl(s, t, mask)) > 0
+  grads = jax.grad(lambda x: losses.attention_kl(x, t, mask))(jnp.asarray(s, jnp.float32))
   assert np.all(np.isfinite(grads)), "zero probabilities at masked keys keep the gradient finite"
   with pytest.raises(ValueError, match="equal head counts"):
-    dist.attention_kl(s[:, :2], t, mask)
+    losses.attention_kl(s[:, :2], t, mask)
 
 
 def test_value_relation_by_hand():
   rng = np.random.default_rng(3)
   v = rng.normal(size=(2, 5, 3, 4))
   mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-  ours = np.asarray(dist.value_relation(v, mask))
+  ours = np.asarray(losses.value_relation(v, mask))
   for b in range(2):
     for h in range(3):
       valid = mask[b].astype(bool)
@@ -254,16 +255,16 @@ def test_distill_logits_sums_for_classification():
   rng = np.random.default_rng(4)
   s, t = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
   labels, w = np.array([0, 2, 1, 1, 0]), np.array([1, 1, 0, 1, 1], np.float32)
-  out = dist.distill_logits_sums(s, t, labels, w, 3.0, 0.7, 0.3)
+  out = losses.distill_logits_sums(s, t, labels, w, 3.0, 0.7, 0.3)
   ce = -sum(w[i] * _log_softmax(s[i])[labels[i]] for i in range(5))
-  kd = float(dist.soft_target_kl(s, t, 3.0, w))
+  kd = float(losses.soft_target_kl(s, t, 3.0, w))
   np.testing.assert_allclose(out["hard_loss"], ce, rtol=1e-5)
   np.testing.assert_allclose(out["kd_loss"], kd, rtol=1e-6)
   np.testing.assert_allclose(out["distill_loss"], 0.7 * kd + 0.3 * ce, rtol=1e-5)
   assert float(out["distill_count"]) == 4.0
   assert float(out["hard_correct"]) == sum(w[i] * (np.argmax(s[i]) == labels[i]) for i in range(5))
   # Gradients reach the student's logits only.
-  gs, gt = jax.grad(lambda a, b: dist.distill_logits_sums(a, b, labels, w, 3.0, 0.7, 0.3)["distill_loss"],
+  gs, gt = jax.grad(lambda a, b: losses.distill_logits_sums(a, b, labels, w, 3.0, 0.7, 0.3)["distill_loss"],
                     argnums=(0, 1))(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32))
   assert np.abs(gs).sum() > 0 and np.abs(gt).sum() == 0
 
@@ -304,15 +305,15 @@ def test_teacher_batch_adds_the_enabled_outputs_only():
   teacher = _teacher()
   student = teacher[0].config.replace(hidden_size=16, intermediate_size=32, num_layers=1)
   batch = _batch()
-  full = dist.DistillationObjective(student, _distill(**ALL), teacher=teacher).teacher_batch(batch)
+  full = dist.DistillationObjective(student, _distill(**ALL), teacher=teacher).prepare_batch(batch)
   assert full["teacher_logits"].shape == (4, 3, 60)
   assert full["teacher_hidden"].shape == (4, 12, 32)
   assert full["teacher_attention"].shape == full["teacher_values"].shape == (4, 2, 12, 12)
-  only_kd = dist.DistillationObjective(student, _distill(kd=1.0), teacher=teacher).teacher_batch(batch)
+  only_kd = dist.DistillationObjective(student, _distill(kd=1.0), teacher=teacher).prepare_batch(batch)
   assert set(only_kd) - set(batch) == {"teacher_logits"}
   first = dist.DistillationObjective(student, _distill(hidden=1.0, attention=1.0, **{"kd": 0.0}), teacher=teacher)
   first.teacher_layer = 1
-  layer1 = first.teacher_batch(batch)
+  layer1 = first.prepare_batch(batch)
   out, probs, _ = _maps(teacher[0], teacher[1], batch["input_ids"], batch["attention_mask"])
   np.testing.assert_allclose(layer1["teacher_hidden"], out.hidden_states[1], atol=1e-6)
   np.testing.assert_allclose(layer1["teacher_attention"], probs[0], atol=1e-6)
@@ -342,7 +343,7 @@ def test_losses_vanish_when_the_student_is_the_teacher():
   teacher = _teacher()
   cfg = teacher[0].config.replace(dropout_rate=0.0, attention_dropout_rate=0.0)
   objective = dist.DistillationObjective(cfg, _distill(**ALL), teacher=teacher)
-  batch = objective.teacher_batch(_batch())
+  batch = objective.prepare_batch(_batch())
   assert not objective.needs_projection
   sums = objective.sums(teacher[1], batch, jax.random.key(1))
   for name in ("kd", "cosine", "hidden", "attention", "value"):
@@ -359,7 +360,7 @@ def test_train_step_moves_the_student_only_and_accumulates_exactly(scan):
   cfg = teacher[0].config.replace(hidden_size=16, intermediate_size=32, num_layers=1, scan_layers=scan,
                                   dropout_rate=0.0, attention_dropout_rate=0.0)
   objective = dist.DistillationObjective(cfg, _distill(**ALL), teacher=teacher)
-  batch = objective.teacher_batch(_batch())
+  batch = objective.prepare_batch(_batch())
   params = _init(objective, batch)
   assert dist.PROJECTION in params and dist.PROJECTION not in objective.student_params(params)
   grads = jax.grad(lambda p: objective.loss(objective.sums(p, batch, None), objective.totals(batch)))(params)

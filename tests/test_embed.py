@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from bert_jax import embed
+from bert_jax.embed import encoding, planning
+from bert_jax.embed.windows import Windows
 from bert_jax.convert import sentence_transformers
 from bert_jax.data import batching
 from bert_jax.models.config import ModelConfig
@@ -97,7 +99,7 @@ def test_order_is_kept_with_mixed_lengths(minilm_loaded, golden):
 def test_plan_covers_every_window_once():
   lengths = np.random.default_rng(1).integers(2, 300, size=500)
   for pack in (True, False):
-    batches = embed.plan_batches(lengths, 256, None, tokens_per_batch=2048, compile_cost=3000, pack=pack)
+    batches = planning.plan_batches(lengths, 256, None, tokens_per_batch=2048, compile_cost=3000, pack=pack)
     windows = np.concatenate([b.windows[b.windows >= 0] for b in batches])
     assert sorted(windows) == list(range(500))
     for b in batches:
@@ -115,13 +117,13 @@ def test_packed_rows_equal_rows_of_their_own(case):
   rng = np.random.default_rng(2)
   lengths = rng.integers(2, 20, size=24)
   ids = [np.r_[3, rng.integers(5, model.config.vocab_size, n - 2), 4].astype(np.int32) for n in lengths]
-  windows = embed.Windows(ids, [np.zeros_like(i) for i in ids], np.arange(len(ids)))
-  off = embed.Progress(len(ids), windows.owner, False)
+  windows = Windows(ids, [np.zeros_like(i) for i in ids], np.arange(len(ids)))
+  off = encoding.Progress(len(ids), windows.owner, False)
   results = {}
   for pack in (True, False):
-    batches = embed.plan_batches(windows.lengths, 32, None, tokens_per_batch=256, compile_cost=0, pack=pack)
+    batches = planning.plan_batches(windows.lengths, 32, None, tokens_per_batch=256, compile_cost=0, pack=pack)
     assert any((b.windows >= 0).sum(1).max() > 1 for b in batches) == pack
-    results[pack] = embed.run_batches(model, params, windows, batches, model.config.pad_token_id, "mean", False, off)
+    results[pack] = encoding.run_batches(model, params, windows, batches, model.config.pad_token_id, "mean", False, off)
   np.testing.assert_allclose(results[True], results[False], atol=1e-5)
 
 
@@ -193,7 +195,7 @@ def test_chunk_of_a_text_that_fits_is_truncate(tiny):
 
 
 def test_progress_line(capsys):
-  progress = embed.Progress(3, np.array([0, 1, 1, 2]), enabled=True)
+  progress = encoding.Progress(3, np.array([0, 1, 1, 2]), enabled=True)
   progress.update(np.array([0, 1, 2, 3]))
   progress.close()
   assert "embedded 3/3 texts" in capsys.readouterr().err

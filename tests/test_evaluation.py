@@ -1,4 +1,4 @@
-"""Task metrics (bert_jax/evaluation.py) against their references: sklearn, scipy, seqeval, SQuAD, hand counts."""
+"""Task metrics (bert_jax/evaluation/) against their references: sklearn, scipy, seqeval, SQuAD, hand counts."""
 
 from __future__ import annotations
 

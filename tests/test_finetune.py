@@ -17,13 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import config_lib, evaluation, finetune
+from bert_jax import evaluation, finetune, loop
 from bert_jax.data import batching
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 from bert_jax.metrics import read_metrics
-from bert_jax.tasks.finetune import contrastive, base as finetune_task, ranking, span_qa, tagging
+from bert_jax.tasks import registry
+from bert_jax.tasks.finetune import base as finetune_task, contrastive, ranking, span_qa, tagging
 
 from tests.conftest import REPO
+from tests.test_configs import load_config
 
 MOVIE = REPO / "data" / "movie_sentiment.{}.tsv"
 
@@ -55,7 +57,7 @@ def movie(tmp_path_factory):
 
 
 def tiny_config(task: str = "classify", **overrides):
-  c = config_lib.finetune_config(task)
+  c = load_config("finetune", task)
   c.model.num_layers, c.model.hidden_size, c.model.num_heads, c.model.intermediate_size = 1, 32, 2, 64
   c.batch_size, c.eval_batch_size, c.data.max_length = 16, 16, 64
   c.optimizer.learning_rate = 1e-3
@@ -113,10 +115,9 @@ def test_resume_continues_exactly_and_best_checkpoint_reproduces_its_metric(movi
   best = json.load(open(full / "best.json"))["seeds"][0]
   assert best["value"] == pytest.approx(max(logged.values()))
   assert best["step"] == min(s for s, v in logged.items() if v == max(logged.values()))
-  task = finetune.task_class("classify")(config, load_tokenizer(bundled_tokenizer("wordpiece")))
-  task.label_map = None
-  task.load(movie["train"], "train")
-  again = finetune.evaluate_folder(config, task, str(full / "best"), task.load(movie["dev"], "validation"))
+  task = registry.get("classify", registry.FINETUNE).cls(config, load_tokenizer(bundled_tokenizer("wordpiece")))
+  labels = task.load(movie["train"], "train").labels
+  again = finetune.evaluate_folder(config, task, str(full / "best"), task.load(movie["dev"], "validation", labels))
   assert again["accuracy"] == pytest.approx(best["metrics"]["accuracy"])
   assert again["loss"] == pytest.approx(best["metrics"]["loss"], rel=1e-4)
   meta = json.load(open(full / "best" / "bert_jax.json"))
@@ -135,13 +136,13 @@ def test_init_from_a_hugging_face_folder_loads_the_backbone(movie, tmp_path):
   config.init_from = str(tmp_path / "hf")
   base_cfg, pretrained, tokenizer_dir = finetune.backbone(config)
   assert base_cfg.hidden_size == 32 and tokenizer_dir == str(tmp_path / "hf")
-  task = finetune.task_class("classify")(config, load_tokenizer(tokenizer_dir))
-  task.load(movie["train"], "train")
+  task = registry.get("classify", registry.FINETUNE).cls(config, load_tokenizer(tokenizer_dir))
+  labels = task.load(movie["train"], "train").labels
   config.pooling = "pooler"
-  objective = task.objective(task.model_config(base_cfg))
+  objective = task.objective(task.model_config(base_cfg, labels), labels)
   fresh = jax.tree.map(np.asarray, __import__("flax").linen.meta.unbox(
       objective.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, jnp.zeros((1, 8), jnp.int32))))
-  merged, new = finetune.merge_pretrained(fresh, pretrained, seeds=1)
+  merged, new = loop.merge_pretrained(fresh, pretrained, seeds=1, source=str(tmp_path / "hf"))
   assert new == ["['classifier']['dense']['bias']", "['classifier']['dense']['kernel']"]
   np.testing.assert_array_equal(merged["embeddings"]["word_embeddings"]["embedding"],
                                 np.asarray(params["embeddings"]["word_embeddings"]["embedding"].value))
@@ -178,13 +179,13 @@ def test_tag_labels_sit_on_the_first_sub_token_of_each_word(tmp_path):
   expected_weights = np.zeros(len(encoding.ids), np.float32)
   for t, (begin, end) in enumerate(encoding.offsets):
     if encoding.special_tokens_mask[t] == 0 and begin in text_starts:
-      expected_labels[t] = task.label_map.encode(tags[list(text_starts).index(begin)])
+      expected_labels[t] = data.labels.encode(tags[list(text_starts).index(begin)])
       expected_weights[t] = 1
   assert expected_weights.sum() == len(words)
   assert len(encoding.ids) > len(words) + 2  # some word is split into several sub-tokens
   np.testing.assert_array_equal(data.arrays["labels"][0, :len(encoding.ids)], expected_labels)
   np.testing.assert_array_equal(data.arrays["label_weights"][0, :len(encoding.ids)], expected_weights)
-  assert task.label_map.names[0] == "O"
+  assert data.labels.names[0] == "O"
   # Predictions read back per word; words past the truncation come back as "O".
   predictions = data.arrays["labels"].copy()
   assert task.word_predictions(data, predictions) == [tags]
@@ -346,7 +347,7 @@ def test_bad_fine_tuning_input_names_the_problem(movie, tmp_path):
     finetune.finetune_and_evaluate(tiny_config(**{"data.train": movie["train"], "data.validation": str(unseen)}),
                                    str(tmp_path / "w2"))
   with pytest.raises(ValueError, match="config.task='nope'"):
-    finetune.task_class("nope")
+    registry.get("nope", registry.FINETUNE)
   with pytest.raises(ValueError, match="fewer than one batch"):
     finetune.finetune_and_evaluate(tiny_config(**{"data.train": movie["train"], "data.validation": "",
                                                   "batch_size": 128}), str(tmp_path / "w3"))
@@ -400,13 +401,13 @@ def test_regress_reports_correlations_of_its_saved_model(tmp_path):
   config = tiny_config("regress", **{"data.train": train, "data.validation": dev, "total_steps": 4})
   summary = finetune.finetune_and_evaluate(config, str(tmp_path / "w"))
   assert set(summary["validation"]) == {"pearson", "spearman", "mse", "loss"}
-  task = finetune.task_class("regress")(config, load_tokenizer(bundled_tokenizer("wordpiece")))
+  task = registry.get("regress", registry.FINETUNE).cls(config, load_tokenizer(bundled_tokenizer("wordpiece")))
   data = task.load(dev, "validation")
   np.testing.assert_allclose(data.arrays["labels"][:2], [2.26666666667, 1.26666666667], rtol=1e-6)
   from bert_jax.convert.pretrained import from_pretrained
   model, params = from_pretrained(str(tmp_path / "w" / "best"), head="classification")
-  task.objective(model.config)
-  predictions = finetune_task.predict_split(jax.jit(task.predict), params, data, 16, ())["logits"][:, 0]
+  objective = task.objective(model.config, None)
+  predictions = finetune_task.predict_split(jax.jit(objective.predict), params, data, 16, ())["logits"][:, 0]
   whole = np.asarray(model.apply({"params": params}, data.arrays["input_ids"], data.arrays["attention_mask"],
                                  data.arrays["token_type_ids"]).logits)[:, 0]
   np.testing.assert_allclose(predictions, whole, atol=1e-5)  # bucketed batches == one unpadded-to-bucket pass

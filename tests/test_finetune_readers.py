@@ -1,4 +1,4 @@
-"""Tests for bert_jax.data.finetune.readers: tables, labels, TFDS GLUE, CoNLL and SQuAD readers.
+"""Tests for bert_jax.data.finetune: tables, labels, TFDS GLUE, CoNLL and SQuAD readers.
 
 Each error case writes a small file and checks that the message names the
 file and the line (or JSON key path), since that is what a user needs to fix it.
@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from bert_jax.data.finetune import readers as fr
+from bert_jax.data import finetune as fr
 
 BUNDLED_DEV = "/work/shared/data/movie_sentiment.dev.tsv"
 
@@ -143,10 +143,10 @@ def test_table_errors_name_file_and_line(tmp_path, name, content, where, fragmen
 def test_non_utf8_bytes_name_line_and_offset(tmp_path):
   path = write(tmp_path, "latin1.tsv", b"sentence\tlabel\nok\t1\ncaf\xe9 au lait\t0\n")
   # Line 3 starts at file offset 20; the bad byte is the 4th of the line.
-  with raises_at(ValueError, path, ":3:", "0xe9", "byte offset 3 of the line", "offset 23 in the file"):
+  with raises_at(ValueError, path, ":3:", "0xe9", "at offset 3 of the line", "offset 23 of the file"):
     fr.read_table(path)
   gz = write(tmp_path, "latin1.jsonl.gz", b'{"sentence": "ok", "label": 1}\n{"sentence": "\xff", "label": 0}\n')
-  with raises_at(ValueError, gz, ":2:", "0xff", "byte offset 14", "decompressed file"):
+  with raises_at(ValueError, gz, ":2:", "0xff", "at offset 14 of the line", "decompressed file"):
     fr.read_table(gz)
 
 
@@ -293,16 +293,22 @@ def test_glue_through_tfds_random_mock(tfds):
 
 def test_tfds_is_imported_lazily():
   import ast  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
 
-  code = "import sys, bert_jax.data.finetune.readers; assert 'tensorflow_datasets' not in sys.modules"
+  code = "import sys, bert_jax.data.finetune; assert 'tensorflow_datasets' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], check=True)
-  # The module's own top-level imports are the standard library only (the package __init__ imports jax).
-  tree = ast.parse(open(fr.__file__, encoding="utf-8").read())
-  top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
-  top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
-  assert top <= set(sys.stdlib_module_names) | {"__future__"}, top
+  # The readers' own top-level imports are the standard library, each other and bert_jax.runtime.fileio
+  # (the bert_jax package __init__ imports jax).
+  folder = pathlib.Path(fr.__file__).parent
+  for module in sorted(folder.glob("*.py")):
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    top = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    ours = {name for name in top if name.split(".")[0] == "bert_jax"}
+    assert {name.split(".")[0] for name in top - ours} <= set(sys.stdlib_module_names) | {"__future__"}, module
+    assert all(name.startswith("bert_jax.data.finetune") or name == "bert_jax.runtime" for name in ours), module
 
 
 # -- CoNLL -------------------------------------------------------------------------------
@@ -341,7 +347,7 @@ def test_conll_errors(tmp_path):
   with raises_at(ValueError, empty, "", "found none"):
     fr.read_conll(empty)
   latin = write(tmp_path, "latin.conll", b"a O\n\nb\xe9 O\n")
-  with raises_at(ValueError, latin, ":3:", "UTF-8", "byte offset 1"):
+  with raises_at(ValueError, latin, ":3:", "UTF-8", "0xe9", "at offset 1 of the line"):
     fr.read_conll(latin)
   with pytest.raises(FileNotFoundError):
     fr.read_conll(str(tmp_path / "missing.conll"))

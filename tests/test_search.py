@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bert_jax import search
+from bert_jax.search import chunking, ranking
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
@@ -84,7 +85,7 @@ def test_rrf_hand_worked():
 
 def test_metrics_hand_worked():
   # Query 1: relevant b (rank 2) and d (rank 4, past k=3); query 2: nothing relevant retrieved.
-  scores = search.score_rankings([["a", "b", "c", "d"], []], [["b", "d"], ["a"]], k=3)
+  scores = ranking.score_rankings([["a", "b", "c", "d"], []], [["b", "d"], ["a"]], k=3)
   assert list(scores) == ["recall@1", "recall@3", "recall@5", "mrr@3", "ndcg@3"]
   ndcg = (1 / np.log2(3)) / (1 + 1 / np.log2(3))  # ideal: both relevant at ranks 1 and 2
   assert scores == pytest.approx({"recall@1": 0.0, "recall@3": 0.25, "recall@5": 0.5, "mrr@3": 0.25,
@@ -96,15 +97,15 @@ def test_metrics_hand_worked():
 
 def _check_windows(text, tokenizer, chunk_tokens, overlap):
   offsets = tokenizer.encode(text, add_special_tokens=False).offsets
-  starts = search.word_starts(text, offsets)
-  windows = search.token_windows(starts, chunk_tokens, overlap)
+  starts = chunking.word_starts(text, offsets)
+  windows = chunking.token_windows(starts, chunk_tokens, overlap)
   assert windows[0][0] == 0 and windows[-1][1] == len(offsets)  # the windows cover every token
   for (s, e), (s2, e2) in zip(windows, windows[1:]):
     assert s < s2 < e < e2  # each one moves on and overlaps the previous one
     assert e - s2 >= overlap
   for s, e in windows:
     assert 0 < e - s <= chunk_tokens
-  spans = search.chunk_spans(text, offsets, chunk_tokens, overlap)
+  spans = chunking.chunk_spans(text, offsets, chunk_tokens, overlap)
   assert len(spans) == len(windows)
   return windows, spans, starts
 
@@ -127,10 +128,10 @@ def test_chunks_cover_text_overlap_and_cut_at_words(wordpiece):
 def test_short_document_is_one_chunk(wordpiece):
   text = "  A short text, with spaces around it. "
   offsets = wordpiece.encode(text, add_special_tokens=False).offsets
-  assert search.chunk_spans(text, offsets, 200, 50) == [(0, len(text))]
-  assert search.token_windows(np.ones(200, bool), 200, 50) == [(0, 200)]
+  assert chunking.chunk_spans(text, offsets, 200, 50) == [(0, len(text))]
+  assert chunking.token_windows(np.ones(200, bool), 200, 50) == [(0, 200)]
   doc = search.Document("d", text)
-  [chunk] = search.chunk_documents(wordpiece, [doc], 200, 50)
+  [chunk] = chunking.chunk_documents(wordpiece, [doc], 200, 50)
   assert (chunk.doc, chunk.index, chunk.start, chunk.end, chunk.text) == ("d", 0, 0, len(text), text)
 
 
@@ -142,10 +143,10 @@ def test_overlong_word_is_cut_inside(wordpiece):
 
 def test_chunk_settings_are_checked(wordpiece):
   with pytest.raises(ValueError, match="chunk_overlap=10"):
-    search.chunk_documents(wordpiece, [search.Document("d", "text")], 10, 10)
+    chunking.chunk_documents(wordpiece, [search.Document("d", "text")], 10, 10)
   title = " ".join(["word"] * 20)
   with pytest.raises(ValueError, match=r"docs.jsonl:3: the title of document 'd' has 20 tokens"):
-    search.chunk_documents(wordpiece, [search.Document("d", "text", title, "docs.jsonl:3")], 30, 5)
+    chunking.chunk_documents(wordpiece, [search.Document("d", "text", title, "docs.jsonl:3")], 30, 5)
 
 
 # -- doc-level max, BM25 ----------------------------------------------------------
@@ -153,9 +154,9 @@ def test_chunk_settings_are_checked(wordpiece):
 
 def test_doc_max_over_chunks():
   scores = np.array([[1.0, 5.0, 2.0, 0.0, 3.0], [0.0, 0.0, 0.0, 7.0, 1.0]])
-  np.testing.assert_array_equal(search.doc_max(scores, np.array([0, 2, 3])), [[5, 2, 3], [0, 0, 7]])
-  assert search.top_documents(np.array([0.0, 2.0, 2.0, 1.0]), 3).tolist() == [1, 2, 3]  # ties: doc order
-  assert search.top_documents(np.array([0.0, 2.0, 0.0]), 3, positive_only=True).tolist() == [1]
+  np.testing.assert_array_equal(ranking.doc_max(scores, np.array([0, 2, 3])), [[5, 2, 3], [0, 0, 7]])
+  assert ranking.top_documents(np.array([0.0, 2.0, 2.0, 1.0]), 3).tolist() == [1, 2, 3]  # ties: doc order
+  assert ranking.top_documents(np.array([0.0, 2.0, 0.0]), 3, positive_only=True).tolist() == [1]
 
 
 def test_document_scores_its_best_chunk(tiny_index):

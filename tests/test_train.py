@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from bert_jax import config_lib, train
+from bert_jax import config_lib, loop, train
 from bert_jax.metrics import read_metrics
 from bert_jax.models import count_backbone_params
 from tests.conftest import REPO
@@ -164,7 +164,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(corpus, tmp_p
   config = quick_config(corpus, total_steps=6, checkpoint_every=2, **{"optimizer.learning_rate": 1e30,
                                                                       "optimizer.warmup_steps": 0,
                                                                       "optimizer.clip_norm": 0.0})
-  with pytest.raises(train.NonFiniteLoss, match=r"at step \d+"):
+  with pytest.raises(loop.NonFiniteLoss, match=r"at step \d+"):
     train.train_and_evaluate(config, str(tmp_path))
   config.nonfinite = "skip"
   config.total_steps = 6

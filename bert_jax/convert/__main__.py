@@ -38,7 +38,7 @@ def to_hf(src: str, dst: str) -> tuple:
   model, params, meta = pretrained.load_bert_jax(src, head=_saved_head(src))
   legacy = meta.get("hf", {}).get("legacy", True)
   pretrained.export_hf(dst, model, params, legacy=legacy, tokenizer_from=src)
-  print(f"{src} ({model.config.family}, head={model.head}) -> Hugging Face folder {dst}")
+  print(f"{src} ({model.config.family}, head={model.head_name}) -> Hugging Face folder {dst}")
   return model, params, dst
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from bert_jax.runtime import fileio
 from bert_jax.convert import hf_config, hf_params, layout
 from bert_jax.models.config import ModelConfig
+from bert_jax.models.head_table import head_param_groups
 from bert_jax.models.model import EncoderModel
 
 META_FILE = "bert_jax.json"
@@ -156,7 +157,7 @@ def save_pretrained(path: str, model: EncoderModel, params: Mapping, *, tokenize
   if os.path.exists(tmp):
     shutil.rmtree(tmp)
   os.makedirs(tmp)
-  meta = {"format": "bert_jax", "version": 1, "model": model.config.to_dict(), "head": model.head,
+  meta = {"format": "bert_jax", "version": 1, "model": model.config.to_dict(), "head": model.head_name,
           "with_pooler": model.uses_pooler, **(extra or {})}
   with open(os.path.join(tmp, META_FILE), "w") as f:
     json.dump(meta, f, indent=2)
@@ -198,7 +199,7 @@ def load_bert_jax(path: str, head: str | None = None, **overrides) -> tuple[Enco
     params = ckptr.restore(params_dir)
   params = jax.tree.map(np.asarray, params)
   if head != saved_head:
-    params = _select_head(params, saved_head, head, path)
+    params = _select_head(params, saved_head, head, cfg, path)
   with_pooler = meta.get("with_pooler", False) and "pooler" in params
   params.pop("pooler", None) if not with_pooler else None
   saved_scan = cfg.scan_layers
@@ -211,17 +212,12 @@ def load_bert_jax(path: str, head: str | None = None, **overrides) -> tuple[Enco
   return model, _fit_layout(model, params, path), meta
 
 
-_HEAD_PARAMS = {"mlm": ("mlm",), "pretraining": ("mlm", "pair_classifier"), "classification": ("classifier",),
-                "token_classification": ("classifier",), "qa": ("qa_outputs",), "rtd": ("rtd_head",),
-                None: ()}
-
-
-def _select_head(params: dict, saved: str | None, wanted: str | None, source: str) -> dict:
-  need = set(_HEAD_PARAMS[wanted])
+def _select_head(params: dict, saved: str | None, wanted: str | None, cfg: ModelConfig, source: str) -> dict:
+  need = set(head_param_groups(wanted, cfg))
   missing = [n for n in need if n not in params]
   if missing:
     raise KeyError(f"{source}: head={wanted!r} needs {missing}, which the checkpoint (head={saved!r}) lacks")
-  drop = set(_HEAD_PARAMS[saved]) - need
+  drop = set(head_param_groups(saved, cfg)) - need
   return {k: v for k, v in params.items() if k not in drop}
 
 
@@ -252,7 +248,7 @@ def export_hf(path: str, model: EncoderModel, params: Mapping, *, legacy: bool =
   if cfg.scan_layers:
     params = layout.unstack_layers(params)
     cfg = cfg.replace(scan_layers=False)
-  head = model.head if model.head in ("mlm", "pretraining") else None
+  head = model.head_name if model.head_type and model.head_type.masked_lm else None
   state = hf_params.hf_from_flax(params, cfg, head=head, with_pooler=model.uses_pooler, legacy=legacy)
   config = hf_config.hf_config_from_model(cfg, head, legacy=legacy)
   os.makedirs(path, exist_ok=True)

@@ -26,7 +26,7 @@ def verify_against_reference(model, params, hf_dir: str) -> float:
     raise SystemExit(f"--verify needs torch and transformers (pip install -e '.[parity]'): {e}") from e
   cfg = model.config
   inputs = sample_inputs(cfg.vocab_size, cfg.max_length, cfg.pad_token_id)
-  with_head = model.head in ("mlm", "pretraining")
+  with_head = bool(model.head_type and model.head_type.masked_lm)
   cls = transformers.AutoModelForMaskedLM if with_head else transformers.AutoModel
   ref = cls.from_pretrained(hf_dir, attn_implementation="eager").eval()
   with torch.no_grad():

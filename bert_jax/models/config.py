@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from bert_jax.models import remat
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python", "gelu_accurate", "quick_gelu",
                "relu", "relu6", "leaky_relu", "silu", "swish", "mish", "tanh", "sigmoid", "linear")
 
@@ -80,7 +82,7 @@ class ModelConfig:
   # Compute.
   dtype: str = "float32"                    # compute dtype; params stay float32
   scan_layers: bool = False                 # nn.scan over layers (one compiled body)
-  remat_policy: str = "none"                # none | full | dots | dots_with_no_batch_dims
+  remat_policy: str = "none"                # see bert_jax.models.remat: none | full | dots | ...
   attention_mask_value: float | None = None  # None = finfo(float32).min (the reference's value)
 
   def __post_init__(self):
@@ -101,8 +103,8 @@ class ModelConfig:
                        "positions the encoder never saw) and share_layers='none'")
     if self.classifier_pooling not in ("pooler", "cls", "mean"):
       raise ValueError(f"model.classifier_pooling={self.classifier_pooling!r}: expected pooler, cls or mean")
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
+    if self.remat_policy not in remat.NAMES:
+      raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {remat.NAMES}")
 
   # Derived sizes -------------------------------------------------------------
   @property
@@ -157,5 +159,3 @@ class ModelConfig:
     out["pos_att_type"] = list(self.pos_att_type)
     return out
 
-
-REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims", "save_attention_out")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from bert_jax.models import remat
 from bert_jax.models.attention import SelfAttention
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
@@ -21,14 +22,6 @@ from bert_jax.models.layers import Dense, Embed, LayerNorm, activation, constrai
 from bert_jax.models.relative import DisentangledSelfAttention
 
 ATTENTION_CLASSES = {"standard": SelfAttention, "disentangled": DisentangledSelfAttention}
-
-REMAT_POLICIES = {
-    "full": None,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-    "save_attention_out": jax.checkpoint_policies.save_only_these_names("attention_out"),
-}
-
 
 class AttentionBlock(nn.Module):
   """x [b, l, H] -> LayerNorm(x + dropout(W_o . attention(x)))."""
@@ -141,7 +134,7 @@ class Encoder(nn.Module):
 
     layer_cls = Layer
     if cfg.remat_policy != "none":
-      layer_cls = nn.remat(Layer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+      layer_cls = nn.remat(Layer, policy=remat.POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
     make = lambda name, **kw: layer_cls(cfg, self.dtype, self.deterministic, name=name, **kw)
 
     states, decoded = [x], None
@@ -193,7 +186,7 @@ class Encoder(nn.Module):
     cfg = self.config
     body = ScanLayer
     if cfg.remat_policy != "none":
-      body = nn.remat(ScanLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+      body = nn.remat(ScanLayer, policy=remat.POLICIES[cfg.remat_policy], prevent_cse=False)
     # "intermediates" (attention maps, sown only when that collection is mutable) stack along axis 0 too.
     scanned = nn.scan(body, variable_axes={"params": 0, "intermediates": 0},
                       split_rngs={"params": True, "dropout": True},

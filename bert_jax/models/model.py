@@ -14,8 +14,6 @@ no cost unless asked for:
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax
 import flax.linen as nn
 import jax
@@ -24,22 +22,32 @@ import jax.numpy as jnp
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.embeddings import Embeddings
 from bert_jax.models.encoder import Encoder
-from bert_jax.models.heads import Classifier, MLMHead, Pooler, ReplacedTokenHead, gather_positions, mean_pool
-from bert_jax.models.layers import Embed
+from bert_jax.models.head_table import OUTPUT_NAMES, Head, HeadInputs, head_class
+from bert_jax.models.heads import Pooler
 
-HEADS = (None, "mlm", "pretraining", "classification", "token_classification", "qa", "rtd")
+class EncoderOutput(flax.struct.PyTreeNode):
+  """The encoder's outputs and its head's, by name.
 
+  last_hidden_state [b, l, H] float32; pooler_output [b, H] (models with a pooler);
+  hidden_states [num_layers + 1, b, l, H] (output_hidden_states=True); head_outputs: the
+  head's arrays, also readable as attributes: `out.logits` (MLM [b, l | m, V], classification
+  [b, C], tagging [b, l, C], RTD [b, l]), `out.pair_logits` [b, 2] (NSP / SOP),
+  `out.start_logits` / `out.end_logits` [b, l] (span QA). An output no head of the table
+  gives raises AttributeError; one that this model's head does not give reads as None.
+  """
 
-@flax.struct.dataclass
-class EncoderOutput:
-  last_hidden_state: jax.Array                 # [b, l, H] float32
-  pooler_output: jax.Array | None = None       # [b, H]
-  hidden_states: jax.Array | None = None       # [num_layers + 1, b, l, H]
-  logits: jax.Array | None = None              # mlm [b, l|m, V]; classification [b, C]; tagging [b, l, C];
-                                               # rtd [b, l] (replaced-token logits)
-  pair_logits: jax.Array | None = None         # NSP / SOP [b, 2]
-  start_logits: jax.Array | None = None        # span QA [b, l]
-  end_logits: jax.Array | None = None          # span QA [b, l]
+  last_hidden_state: jax.Array
+  pooler_output: jax.Array | None = None
+  hidden_states: jax.Array | None = None
+  head_outputs: dict[str, jax.Array] = flax.struct.field(default_factory=dict)
+
+  def __getattr__(self, name: str):
+    outputs = self.__dict__.get("head_outputs")
+    if outputs is not None and name in outputs:
+      return outputs[name]
+    if name in OUTPUT_NAMES:
+      return None
+    raise AttributeError(f"EncoderOutput has no {name!r}")
 
 
 def collect_attention(intermediates, cfg: ModelConfig, name: str = "attention_probs") -> jax.Array:
@@ -86,43 +94,43 @@ def attention_mask_4d(attention_mask: jax.Array, segment_ids: jax.Array | None =
 
 
 class EncoderModel(nn.Module):
-  """A BERT-family encoder with one optional head (see HEADS)."""
+  """A BERT-family encoder with one optional head: a name of the head table (HEADS) or a Head module."""
 
   config: ModelConfig
-  head: str | None = None
-  with_pooler: bool | None = None   # None: the family's default (config.pooler == "tanh")
+  head: str | Head | None = None
+  with_pooler: bool | None = None   # None: what the head keeps (see Head.keeps_pooler)
   deterministic: bool = True        # False enables dropout (needs a "dropout" rng)
 
   def setup(self):
     cfg = self.config
-    if self.head not in HEADS:
-      raise ValueError(f"unknown head {self.head!r}; expected one of {HEADS}")
     dtype = jnp.dtype(cfg.dtype)
     self.embeddings = Embeddings(cfg, dtype)
     self.encoder = Encoder(cfg, dtype, self.deterministic)
     if self.uses_pooler:
       self.pooler = Pooler(cfg, dtype)
-    if self.head in ("mlm", "pretraining"):
-      self.mlm = MLMHead(cfg, dtype)
-      if cfg.emd_layers:
-        self.emd_position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, ("position", "embed"),
-                                             dtype=dtype)
-    if self.head == "pretraining":
-      self.pair_classifier = Classifier(2, cfg.dropout_rate, dtype, cfg.dropout_impl)
-    elif self.head in ("classification", "token_classification"):
-      self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, dtype, cfg.dropout_impl)
-    elif self.head == "qa":
-      self.qa_outputs = Classifier(2, 0.0, dtype)
-    elif self.head == "rtd":
-      self.rtd_head = ReplacedTokenHead(cfg, dtype)
+    if isinstance(self.head, str):
+      self.head_module = head_class(self.head)(cfg, dtype)
+    else:
+      self.head_module = self.head
+    if self.head_module is not None:
+      nn.share_scope(self, self.head_module)  # the head's parts sit at the top of the tree
+
+  @property
+  def head_type(self) -> type[Head] | None:
+    return type(self.head) if isinstance(self.head, Head) else head_class(self.head)
+
+  @property
+  def head_name(self) -> str | None:
+    """The head's name in the head table (what checkpoint folders record)."""
+    head_type = self.head_type
+    return None if head_type is None else head_type.name_in_table
 
   @property
   def uses_pooler(self) -> bool:
     if self.with_pooler is not None:
       return self.with_pooler
-    if self.head == "classification" and self.config.classifier_pooling != "pooler":
-      return False
-    return self.config.pooler == "tanh" and self.head in (None, "pretraining", "classification")
+    head_type = self.head_type
+    return self.config.pooler == "tanh" if head_type is None else head_type.keeps_pooler(self.config)
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                token_type_ids: jax.Array | None = None, position_ids: jax.Array | None = None, *,
@@ -135,38 +143,15 @@ class EncoderModel(nn.Module):
       attention_mask = attention_mask * (segment_ids > 0)
     mask = attention_mask_4d(attention_mask, segment_ids, self.config.mask_padded_queries)
     x = self.embeddings(input_ids, token_type_ids, position_ids, attention_mask, deterministic=self.deterministic)
-    emd = None
-    if self.head in ("mlm", "pretraining") and self.config.emd_layers:
-      length = input_ids.shape[1]
-      if length > self.config.max_position_embeddings:
-        raise ValueError(f"sequence length {length} exceeds the decoder's position table "
-                         f"({self.config.max_position_embeddings})")
-      emd = self.emd_position_embeddings(jnp.arange(length)[None])
+    emd = self.head_module.decoder_positions(input_ids.shape[1]) if self.head_module is not None else None
     x, states, decoded = self.encoder(x, mask, attention_mask, output_hidden_states=output_hidden_states,
                                       emd_positions=emd)
-    out: dict[str, Any] = {"last_hidden_state": x.astype(jnp.float32)}
-    if states is not None:
-      out["hidden_states"] = states.astype(jnp.float32)
     pooled = self.pooler(x) if self.uses_pooler else None
-    if pooled is not None:
-      out["pooler_output"] = pooled.astype(jnp.float32)
-    if self.head in ("mlm", "pretraining"):
-      mlm_input = x if decoded is None else decoded
-      tokens = mlm_input if masked_positions is None else gather_positions(mlm_input, masked_positions)
-      out["logits"] = self.mlm(tokens, self.embeddings)
-    if self.head == "pretraining":
-      out["pair_logits"] = self.pair_classifier(pooled, deterministic=self.deterministic)
-    elif self.head == "classification":
-      if self.config.classifier_pooling == "mean":
-        features = mean_pool(x, attention_mask)
-      else:
-        features = pooled if pooled is not None else x[:, 0]
-      out["logits"] = self.classifier(features, deterministic=self.deterministic)
-    elif self.head == "token_classification":
-      out["logits"] = self.classifier(x, deterministic=self.deterministic)
-    elif self.head == "rtd":
-      out["logits"] = self.rtd_head(x)
-    elif self.head == "qa":
-      span = self.qa_outputs(x)
-      out["start_logits"], out["end_logits"] = span[..., 0], span[..., 1]
-    return EncoderOutput(**out)
+    head_outputs = {}
+    if self.head_module is not None:
+      inputs = HeadInputs(x, pooled, attention_mask, self.embeddings, masked_positions, decoded)
+      head_outputs = self.head_module(inputs, deterministic=self.deterministic)
+    return EncoderOutput(last_hidden_state=x.astype(jnp.float32),
+                         pooler_output=None if pooled is None else pooled.astype(jnp.float32),
+                         hidden_states=None if states is None else states.astype(jnp.float32),
+                         head_outputs=head_outputs)

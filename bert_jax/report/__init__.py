@@ -3,7 +3,7 @@
     python -m bert_jax.report /tmp/sweep                 # a sweep folder (launch/sweep.py): all its runs
     python -m bert_jax.report /tmp/run_a /tmp/run_b --out=/tmp/cmp
 
-Reads each run's metrics.jsonl (bert_jax.main's metrics file) and writes, in
+Reads each run's metrics.jsonl (bert_jax.metrics.read_metrics) and writes, in
 --out (default: the single folder given, or the current directory):
 
 - report.md: one row per run: what differs (the sweep's grid values, or the
@@ -27,25 +27,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bert_jax.metrics import read_metrics
+
 LOWER_IS_BETTER = ("loss", "mse", "perplexity")
-
-
-def read_run(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{workdir}: no metrics.jsonl (is this a bert_jax.main workdir?)")
-  records = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          # A run killed mid-write can leave a torn last line; anything else is an error.
-          if number == sum(1 for _ in open(path, encoding="utf-8")):
-            break
-          raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
-  return records
 
 
 def series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   runs, rows = [], []
   for label, workdir, grid in runs_of(args.workdirs):
     try:
-      records = read_run(workdir)
+      records = read_metrics(workdir)
     except (FileNotFoundError, ValueError) as e:
       raise SystemExit(f"error: {e}") from None
     runs.append((label, records))

@@ -67,32 +67,3 @@ def peak_flops(dtype: str = "float32", refresh: bool = False) -> float | None:
   except OSError:
     pass
   return value
-
-
-def train_flops(cfg, batch: int, length: int, predictions: int | None = None) -> float:
-  """Model FLOPs of one training step (forward + backward = 3x forward), rematerialisation not counted.
-
-  The MFU convention of PaLM / MaxText: every matmul once, 2 FLOPs per multiply-add.
-  Per token and layer: the q/k/v/output projections (8 H^2), the feed-forward (4 H I), the
-  attention scores and the weighted sum (4 L H); DeBERTa's disentangled terms add the
-  c2p / p2c products against the 2k-row relative table (4 * 2k * H per token and term) and
-  the projections of that table. The MLM head runs at `predictions` positions per row
-  (all positions when None): the transform (2 H E) and the vocabulary projection (2 E V).
-  Embedding lookups cost no FLOPs. XLA's own cost analysis undercounts library calls on
-  GPU (cuBLAS / cuDNN), so MFU is reported against this count.
-  """
-  h, i, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-  per_token_layer = 8 * h * h + 4 * h * i + 4 * length * h
-  table_flops = 0.0
-  if cfg.attention_type == "disentangled" and cfg.relative_attention:
-    span = 2 * cfg.relative_span
-    terms = len(cfg.pos_att_type)
-    per_token_layer += terms * 4 * span * h / 2  # each query/key meets `span` relative rows (gathered to L)
-    table_flops = layers * terms * 2 * span * h * h * (0 if cfg.share_att_key else 1)
-  forward = batch * length * layers * per_token_layer + table_flops
-  if cfg.embedding_size and cfg.embedding_size != h:
-    forward += batch * length * 2 * cfg.embedding_size * h
-  rows = batch * (predictions if predictions is not None else length)
-  e = cfg.embedding_size or h
-  forward += rows * (2 * h * e + 2 * e * cfg.vocab_size)
-  return 3.0 * forward

@@ -25,13 +25,13 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from bert_jax.runtime import host_allocator
-from bert_jax.tasks.finetune import base as finetune_task
+from bert_jax.data.batching import bucket_length
+from bert_jax.runtime import fileio
 
 
 def read_candidates(path: str) -> list[dict]:
   """[{"id", "query", "passages": [{"id", "text"}]}] with errors naming the line."""
-  from bert_jax.data.finetune.readers import read_json_lines
+  from bert_jax.data.finetune import read_json_lines
   out = []
   for number, row in read_json_lines(path):
     where = f"{path}:{number}"
@@ -72,13 +72,28 @@ class Reranker:
         {"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits[:, 0])
 
   def score(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-    """[n] scores of the pairs (queries[i], passages[i])."""
+    """[n] scores of the pairs (queries[i], passages[i]).
+
+    Pairs go in length order, each batch of `batch_size` rows (the last one
+    filled with copies of its first pair) cut to its bucket_length, so a few
+    programs serve every batch; scores come back in the pairs' order.
+    """
     arrays = self.tokenizer.batch(list(queries), list(passages), max_length=self.max_length)
     lengths = arrays["attention_mask"].sum(1).astype(np.int32)
-    dataset = finetune_task.Dataset(arrays, tuple(arrays), lengths, "<pairs>")
+    width = arrays["input_ids"].shape[-1]
     batch = min(self.batch_size, len(lengths))
-    return finetune_task.predict_split(lambda p, b: {"scores": self._apply(p, b)}, self.params, dataset, batch,
-                                       ())["scores"]
+    order = np.argsort(lengths, kind="stable")
+    scores = None
+    for start in range(0, len(order), batch):
+      rows = order[start:start + batch]
+      real = len(rows)
+      rows = np.concatenate([rows, np.full(batch - real, rows[0])])
+      length = bucket_length(int(lengths[rows].max()), width)
+      result = np.asarray(jax.device_get(self._apply(self.params, {k: v[rows, :length] for k, v in arrays.items()})))
+      if scores is None:
+        scores = np.zeros(len(lengths), result.dtype)
+      scores[rows[:real]] = result[:real]
+    return scores
 
   def rerank(self, rows: list[dict], top_k: int | None = None) -> list[dict]:
     pairs = [(r["query"], p["text"], i, j) for i, r in enumerate(rows) for j, p in enumerate(r["passages"])]
@@ -114,9 +129,6 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.output == "-":
     sys.stdout.write(text)
   else:
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, args.output)
+    fileio.write_atomic(args.output, text)
   pairs = sum(len(r["passages"]) for r in rows)
   print(f"re-ranked {len(rows)} queries ({pairs} pairs) in {time.time() - start:.1f} s", file=sys.stderr)

@@ -1,17 +1,46 @@
-"""The objective interface the train and eval steps use.
+"""The objective interface the train and eval steps use, with every hook a task may implement.
 
 An objective returns *sums and counts* (never means) for a batch, so gradient
 accumulation and multi-batch evaluation add up exactly; `terms` says which sums
 form the loss: loss = sum(weight * sums[loss_key] / totals[count_key]).
+
+Besides init / sums / totals / sum_keys, which every objective implements, the loop
+calls these hooks, declared here with defaults that do nothing:
+
+  place(mesh, rules)                  put arrays the objective holds (a frozen teacher) on the mesh
+  prepare_batch(batch)                add what the step needs beyond the data (a teacher's outputs)
+  initial_params(params, shardings)   adjust a fresh run's params (a student copied from its teacher)
+  model_flops(batch, length, slots)   FLOPs of one step for MFU, or None (XLA's count of the step)
+  export(params)                      the (model, params) to save as WORKDIR/model, or None
+
+`forward` and `example_weights` are the two helpers every objective's `sums` uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.model import EncoderModel, EncoderOutput
+
+
+def forward(model: EncoderModel, params, batch: Mapping[str, jax.Array], rng, **kw) -> EncoderOutput:
+  """model.apply on a batch's input_ids / attention_mask / token_type_ids (+ segment_ids); rng None = eval."""
+  return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                     segment_ids=batch.get("segment_ids"), rngs={"dropout": rng} if rng is not None else None, **kw)
+
+
+def example_weights(batch: Mapping[str, jax.Array]) -> jax.Array:
+  """[B] float32: 0 for rows that only pad the last validation batch."""
+  if "example_weights" in batch:
+    return batch["example_weights"].astype(jnp.float32)
+  return jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -35,9 +64,14 @@ class Term:
 
 
 class Objective:
-  """Subclasses set `terms` and implement init / sums."""
+  """Subclasses set `terms` and implement init / sums / totals / sum_keys; the hooks are optional."""
 
   terms: tuple[Term, ...] = ()
+
+  @classmethod
+  def from_config(cls, cfg: ModelConfig, config: ml_collections.ConfigDict) -> Objective:
+    """The objective a pretraining run's config asks for (config.objective names it in the task registry)."""
+    raise NotImplementedError(f"{cls.__name__} is not built from a pretraining config")
 
   def init(self, rngs: Mapping[str, jax.Array], input_ids: jax.Array):
     """Boxed params (flax LogicallyPartitioned leaves) for input_ids [1, L]."""
@@ -70,3 +104,27 @@ class Objective:
       elif kind == "correct":
         out[f"{name}_accuracy"] = value / jnp.maximum(sums[f"{name}_count"], 1.0)
     return out
+
+  # Hooks: the loop calls each; the defaults do nothing. -------------------------------------------
+
+  def place(self, mesh, rules) -> None:
+    """Puts arrays the objective holds outside the train state (a frozen teacher) onto `mesh`."""
+
+  def prepare_batch(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The global batch as the train / eval step receives it (distillation adds the teacher's outputs)."""
+    return batch
+
+  def initial_params(self, params, param_shardings):
+    """A fresh run's params after init (and init_from); distillation may copy teacher layers here."""
+    del param_shardings
+    return params
+
+  def model_flops(self, batch_size: int, length: int, predictions: int) -> float | None:
+    """Model FLOPs of one training step (the MFU convention), or None: the loop then uses XLA's count."""
+    del batch_size, length, predictions
+    return None
+
+  def export(self, params) -> tuple[EncoderModel, Any] | None:
+    """(model, params) worth keeping after pretraining (WORKDIR/model), or None for nothing."""
+    del params
+    return None

@@ -21,8 +21,9 @@ Keys (the configs in configs/ set these; unknown keys raise):
   packing             objective "mlm" only: examples stop at document ends and several share one row
                       (greedy first-fit) with `segment_ids`; positions still run 0..L-1 across the row
   shuffle             shuffle examples with grain's global index shuffle, a new order every epoch
-  cache_dir           where prepared shards go; empty: <workdir>/prepared (a local temp folder when
-                      the workdir is remote such as gs://: ArrayRecord shards are written locally)
+  cache_dir           where prepared shards go; empty: the shared cache (bert_jax.runtime.caches:
+                      $BERT_JAX_CACHE/prepared or ~/.cache/bert_jax/prepared), in a folder named by a
+                      fingerprint of the inputs, so runs in any workdir reuse it
   num_workers         0: batches are built in the training process (background threads);
                       N > 0: N grain worker processes
   per_process_shards  False (default): every process prepares the same examples locally and reads its
@@ -40,24 +41,26 @@ from bert_jax import assets
 
 OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")
 
+# The one table of the data section: key -> default. Every run's config.data starts from it
+# (bert_jax.config_lib.base_config); fine-tuning configs add their own reader keys.
 DEFAULTS = {
-    "train": assets.corpus_glob(),
-    "validation": "",
-    "validation_documents": 20,
-    "tokenizer": assets.tokenizer_dir("wordpiece"),
-    "text_key": "text",
-    "max_length": 128,
-    "mask_rate": 0.15,
-    "max_predictions": 20,
-    "whole_word_masking": False,
-    "dynamic_masking": True,
-    "short_seq_prob": 0.1,
-    "nsp_random_prob": 0.5,
-    "packing": False,
-    "shuffle": True,
-    "cache_dir": "",
-    "num_workers": 0,
-    "per_process_shards": False,
+    "train": assets.corpus_glob(),      # text-file globs (.gz ok; blank line between documents) or tfds:NAME
+    "validation": "",                   # same syntax; empty = hold out documents of `train`
+    "validation_documents": 20,         # documents held out when `validation` is empty
+    "tokenizer": assets.tokenizer_dir("wordpiece"),  # tokenizer folder
+    "text_key": "text",                 # TFDS feature holding the text
+    "max_length": 128,                  # tokens per row, specials included
+    "mask_rate": 0.15,                  # fraction of tokens predicted
+    "max_predictions": 20,              # fixed number of MLM slots per row (static shapes)
+    "whole_word_masking": False,        # mask whole words (WordPiece ##, BPE and SentencePiece word marks)
+    "dynamic_masking": True,            # new masks every epoch (RoBERTa) instead of fixed ones (BERT)
+    "short_seq_prob": 0.1,              # BERT: probability of a shorter target length
+    "nsp_random_prob": 0.5,             # probability that segment B is random (NSP)
+    "packing": False,                   # several documents per row with segment-aware attention
+    "shuffle": True,                    # a new example order every epoch
+    "cache_dir": "",                    # prepared shards; empty = the shared cache (~/.cache/bert_jax/prepared)
+    "num_workers": 0,                   # grain worker processes (0 = in-process)
+    "per_process_shards": False,        # True: each process prepares only its documents (see above)
 }
 
 

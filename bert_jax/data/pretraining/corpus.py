@@ -5,7 +5,10 @@ A corpus spec (the `data.train` / `data.validation` config value) is either
   * comma-separated globs of text files (`.gz` read compressed): one sentence or
     paragraph per line, documents separated by one or more blank lines, every
     file ending a document. Remote paths (gs://bucket/dir/*.txt: wildcards in
-    the file name only) go through etils.epath and need its backend (gcsfs); or
+    the file name only) go through etils.epath and need its backend (gcsfs).
+    Lines are decoded by bert_jax.runtime.fileio.decode_lines (a bad byte
+    names its line; a byte-order mark opening a file is dropped) and
+    stripped of surrounding whitespace; or
   * `tfds:<name>[/<config>][:<split>]`: a TFDS dataset read with
     `tfds.data_source` (ArrayRecord, no TensorFlow); each record is one
     document whose `text_key` field is split into lines. The split defaults
@@ -28,17 +31,16 @@ from collections.abc import Callable, Iterator
 
 from etils import epath
 
+from bert_jax.runtime import fileio
+
 Lines = list[str]
 # A document that is read only if a process needs it (TFDS records are decoded lazily).
 LazyDocument = Callable[[], Lines]
 
-def _is_remote(path: str) -> bool:
-  return "://" in path
-
 
 def _expand(pattern: str, what: str) -> list[str]:
   """Files matching a glob; remote (gs://...) patterns may use wildcards in the file name only."""
-  if not _is_remote(pattern):
+  if not fileio.is_remote(pattern):
     return sorted(p for p in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(p))
   folder, name = pattern.rsplit("/", 1)
   if any(c in folder for c in "*?["):
@@ -50,7 +52,7 @@ def _expand(pattern: str, what: str) -> list[str]:
 
 
 def _size_and_mtime(path: str) -> tuple[int, int]:
-  if _is_remote(path):
+  if fileio.is_remote(path):
     stat = epath.Path(path).stat()
     return stat.length, int(stat.mtime)
   stat = os.stat(path)
@@ -71,7 +73,7 @@ class TextFiles:
     return sum(_size_and_mtime(p)[0] for p in self.paths)
 
   def fingerprint(self) -> dict:
-    files = [[p if _is_remote(p) else os.path.abspath(p), *_size_and_mtime(p)] for p in self.paths]
+    files = [[p if fileio.is_remote(p) else os.path.abspath(p), *_size_and_mtime(p)] for p in self.paths]
     return {"files": files}
 
   def documents(self) -> Iterator[LazyDocument]:
@@ -82,16 +84,14 @@ class TextFiles:
         yield (lambda lines=lines: lines)
 
   def _file_documents(self, path: str, done_before: int) -> Iterator[Lines]:
-    with (epath.Path(path).open("rb") if _is_remote(path) else open(path, "rb")) as raw:
-      stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+    with fileio.open_binary(path) as stream:
+      # Progress counts bytes of the file as stored (total_bytes): of a .gz file, the compressed bytes
+      # its GzipFile has taken from the raw file.
+      raw = stream.fileobj if isinstance(stream, gzip.GzipFile) else stream
       lines: Lines = []
       try:
-        for number, data in enumerate(stream, start=1):
-          try:
-            line = data.decode("utf-8").strip()
-          except UnicodeDecodeError as e:
-            raise ValueError(f"{self.what}: {path}:{number}: line is not valid UTF-8 "
-                             f"({e.reason} at byte {e.start})") from None
+        for _, text in fileio.decode_lines(stream, f"{self.what}: {path}"):
+          line = text.strip()
           if line:
             lines.append(line)
           elif lines:

@@ -49,6 +49,7 @@ from bert_jax.data.pretraining import corpus as corpus_lib
 from bert_jax.data.pretraining import examples as examples_lib
 from bert_jax.data.pretraining import records
 from bert_jax.data.pretraining.config import DEFAULTS, OBJECTIVES, data_config, resolve
+from bert_jax.runtime import fileio
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,7 @@ def _tokenize(tokenizer, groups: list[corpus_lib.Lines], progress: _Progress) ->
 
 
 def _write_json(path: str, value: dict) -> None:
-  temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1, sort_keys=True)
-  os.replace(temporary, path)
+  fileio.write_atomic(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 def _read_json(path: str) -> dict | None:
@@ -194,10 +192,9 @@ def _groups(documents: Iterator[tuple[int, corpus_lib.Lines]], shard_bytes: int)
   yield from (g for g in (pending, group) if g)
 
 
-def _write_shard(path: str, examples: Iterator[examples_lib.Example], fmt: records.RecordFormat) -> tuple[str, int]:
-  """Writes the examples to a temporary file next to path; returns (that file, number of examples)."""
-  temporary = f"{path}.tmp-{os.getpid()}"
-  writer = ArrayRecordWriter(temporary, "group_size:1,uncompressed")  # group_size 1: fast random reads
+def _write_shard(path: str, examples: Iterator[examples_lib.Example], fmt: records.RecordFormat) -> int:
+  """Writes the examples to an ArrayRecord file at path; returns how many there were."""
+  writer = ArrayRecordWriter(path, "group_size:1,uncompressed")  # group_size 1: fast random reads
   count = 0
   try:
     for example in examples:
@@ -205,7 +202,7 @@ def _write_shard(path: str, examples: Iterator[examples_lib.Example], fmt: recor
       count += 1
   finally:
     writer.close()
-  return temporary, count
+  return count
 
 
 def prepare(
@@ -283,15 +280,16 @@ def _build(directory, source, fingerprint, settings, template, tokenizer, fmt, *
       tokens = progress.tokens - tokens_before
       seed_text = f"{settings.seed}/{fingerprint['split']}/{index}/{number}"
       rng = random.Random(int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little"))
-      try:
-        temporary, written = _write_shard(path, _examples(documents_ids, template, settings, rng), fmt)
-      except ValueError as e:
-        raise ValueError(f"{source.what}={source.spec!r}, {name}, shard {number}: {e}") from e
-      stats = {"documents": len(documents_ids), "tokens": tokens, "examples": written}
-      progress.add(examples=written)
-      # Counts first, shard last: a shard under its final name is always complete.
-      _write_json(stats_path, stats)
-      os.replace(temporary, path)
+      # Counts first, shard last: a shard under its final name is always complete. The shard is
+      # written to a temporary file that takes its name only when the block ends, after the counts.
+      with fileio.atomic_path(path) as temporary:
+        try:
+          written = _write_shard(temporary, _examples(documents_ids, template, settings, rng), fmt)
+        except ValueError as e:
+          raise ValueError(f"{source.what}={source.spec!r}, {name}, shard {number}: {e}") from e
+        stats = {"documents": len(documents_ids), "tokens": tokens, "examples": written}
+        progress.add(examples=written)
+        _write_json(stats_path, stats)
     else:  # done in an earlier run
       reader = ArrayRecordReader(path)
       found = reader.num_records()

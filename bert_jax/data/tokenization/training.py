@@ -14,7 +14,6 @@ layout of the family it imitates:
 from __future__ import annotations
 
 import collections
-import gzip
 import io
 import itertools
 import json
@@ -28,6 +27,7 @@ import tokenizers
 from tokenizers import decoders, normalizers, pre_tokenizers, trainers
 
 from bert_jax.data.tokenization import pipelines
+from bert_jax.runtime import fileio
 
 PathLike = str | os.PathLike
 
@@ -36,18 +36,20 @@ BPE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # <mask> goes last, as in RoBE
 
 
 def read_lines(files: PathLike | Sequence[PathLike]) -> Iterator[str]:
-  """Yields the non-blank lines (paragraphs) of text files, `.gz` decompressed."""
+  """Yields the non-blank lines (paragraphs) of text files, `.gz` decompressed, streaming.
+
+  Lines are decoded by fileio.decode_lines: they end at "\\n" (a trailing "\\r"
+  dropped), and a byte that is not UTF-8 raises ValueError naming FILE:LINE.
+  """
   paths = [files] if isinstance(files, (str, os.PathLike)) else list(files)
   if not paths:
     raise ValueError("no training files given")
   for path in map(Path, paths):
     if not path.is_file():
       raise FileNotFoundError(f"training file {path} does not exist")
-  for path in map(Path, paths):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-      for line in f:
-        line = line.rstrip("\r\n")
+  for path in map(os.fspath, paths):
+    with fileio.open_binary(path) as stream:
+      for _, line in fileio.decode_lines(stream, path):
         if line.strip():
           yield line
 

@@ -1,4 +1,4 @@
-"""What a fine-tuning task provides to the loop in `bert_jax.finetune`, and the batching they share.
+"""What a fine-tuning task provides to the loop in `bert_jax.finetune`, and the batching tasks share.
 
 A task reads its files into a `Dataset` of fixed-width numpy arrays ([N, L] for
 token-aligned fields, [N] or [N, ...] otherwise), names the model head, builds
@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax.data.batching import bucket_length
+from bert_jax.data.finetune import LabelMap
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
 from bert_jax.tasks.base import Objective, Term
@@ -35,6 +36,7 @@ class Dataset:
   token_keys: the names of the token-aligned arrays (cut to the bucket length).
   lengths: [N] tokens of each row (the longest of its sequences).
   extra: whatever the task's metrics need beyond the arrays (QA offsets, the raw examples).
+  labels: the label vocabulary the split was encoded with (classification, tagging), else None.
   """
 
   arrays: dict[str, np.ndarray]
@@ -42,6 +44,7 @@ class Dataset:
   lengths: np.ndarray
   source: str
   extra: Any = None
+  labels: LabelMap | None = None
 
   def __len__(self) -> int:
     return int(self.lengths.shape[0])
@@ -115,8 +118,8 @@ def eval_batches(dataset: Dataset, batch_size: int) -> list[tuple[np.ndarray, in
 class TaskObjective(Objective):
   """One encoder with the task's head, trained on the summed `task_loss` over `task_count`.
 
-  Subclasses set `head` and implement `totals` and `sums`; model(rng) is the dropout model
-  when rng is given, the deterministic one otherwise.
+  Subclasses set `head` and implement `totals`, `sums` and `predict`; model(rng) is the dropout
+  model when rng is given, the deterministic one otherwise.
   """
 
   head: str | None = None
@@ -135,46 +138,66 @@ class TaskObjective(Objective):
   def sum_keys(self):
     return ["task_loss", "task_correct", "task_count"]
 
+  def predict(self, params, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Jit-able: evaluation outputs of a batch (logits, scores), each [B, ...]."""
+    raise NotImplementedError
+
 
 class FinetuneTask:
-  """A fine-tuning task; subclasses fill in the methods (see the module docstring)."""
+  """A fine-tuning task: data in, objective and metrics out (see the module docstring).
+
+  The loop calls, in this order and each with what it needs:
+
+    train = task.load(path, "train")                 # a Dataset; its `labels` fix the label vocabulary
+    dev = task.load(path, "validation", train.labels)
+    cfg = task.model_config(backbone_cfg, train.labels)
+    objective = task.objective(cfg, train.labels)    # loss sums + predict
+    task.metrics(dev, outputs)                       # outputs: objective.predict over the split
+
+  Hooks with defaults that do nothing: `train_arrays` (extra training inputs, e.g. a
+  teacher's logits) and `export_files` (files beside the best checkpoint).
+  """
 
   name: str = ""
   head: str | None = None
-  metric: str = "accuracy"          # default config.best_metric; larger is better
-  lower_is_better: tuple[str, ...] = ("loss", "mse")
   token_outputs: tuple[str, ...] = ()  # predict() outputs that are [B, length] (padded back to max_length)
+  with_pooler: bool | None = None      # None: the head's default (EncoderModel)
 
   def __init__(self, config: ml_collections.ConfigDict, tokenizer):
     self.config = config
     self.tokenizer = tokenizer
 
-  # Data ------------------------------------------------------------------------------------------
-  def load(self, path: str, split: str) -> Dataset:
+  def load(self, path: str, split: str, labels: LabelMap | None = None) -> Dataset:
+    """One split featurized; `labels` None means: take the vocabulary from this split (training)."""
     raise NotImplementedError
 
-  def fit_labels(self, train: Dataset) -> None:
-    """Called once with the training split (label vocabularies)."""
-
-  def metadata(self) -> dict[str, Any]:
-    """JSON saved beside the best checkpoint (label names, task settings)."""
-    return {"task": self.name}
-
-  # Model -----------------------------------------------------------------------------------------
-  def model_config(self, cfg: ModelConfig) -> ModelConfig:
+  def model_config(self, cfg: ModelConfig, labels: LabelMap | None) -> ModelConfig:
     """The backbone config adjusted for this task's head (number of labels, pooling)."""
+    del labels
     return cfg
 
-  def objective(self, cfg: ModelConfig) -> Objective:
-    raise NotImplementedError
-
-  def predict(self, params, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Jit-able: evaluation outputs of a batch (logits, scores), each [B, ...]."""
+  def objective(self, cfg: ModelConfig, labels: LabelMap | None) -> TaskObjective:
     raise NotImplementedError
 
   def metrics(self, dataset: Dataset, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
     """outputs: name -> [N, ...] in dataset order."""
     raise NotImplementedError
+
+  def metadata(self, labels: LabelMap | None) -> dict[str, Any]:
+    """JSON saved beside the best checkpoint (label names, task settings)."""
+    out: dict[str, Any] = {"task": self.name}
+    if labels is not None:
+      out["label_names"] = labels.names
+    return out
+
+  # Hooks: the loop calls each; the defaults do nothing. -------------------------------------------
+
+  def train_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A training batch's host arrays as the step receives them (task distillation adds teacher logits)."""
+    return arrays
+
+  def export_files(self, path: str) -> None:
+    """Writes extra files into a saved checkpoint folder (sentence-transformers module files)."""
 
 
 def predict_split(predict, params, dataset: Dataset, batch_size: int, token_outputs: tuple[str, ...],

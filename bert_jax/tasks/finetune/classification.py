@@ -14,19 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import evaluation
-from bert_jax.data.finetune import readers
+from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
-from bert_jax.tasks.base import Term, cross_entropy
+from bert_jax.tasks.base import Term, cross_entropy, example_weights, forward
+from bert_jax.tasks.pretrain.distill_losses import distill_logits_sums
 from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
-from bert_jax.tasks.pretrain.mlm import example_weights, forward
 
 
-def read_split(spec: str, split: str, data_config) -> readers.Table:
+def read_split(spec: str, split: str, data_config) -> finetune_data.Table:
   """A file path, or `tfds:NAME[:SPLIT]` (SPLIT defaults to the split being read)."""
   if spec.startswith("tfds:"):
     name, _, tfds_split = spec[len("tfds:"):].partition(":")
-    return readers.read_tfds(name, tfds_split or split, data_dir=data_config.get("tfds_data_dir") or None)
-  return readers.read_table(spec, text_columns=(data_config.text_column,), pair_column=data_config.pair_column,
+    return finetune_data.read_tfds(name, tfds_split or split, data_dir=data_config.get("tfds_data_dir") or None)
+  return finetune_data.read_table(spec, text_columns=(data_config.text_column,), pair_column=data_config.pair_column,
                             label_column=data_config.label_column)
 
 
@@ -54,6 +54,9 @@ class ClassificationObjective(TaskObjective):
 
   def logits(self, params, batch, rng=None) -> jax.Array:
     return forward(self.model(rng), params, batch, rng).logits
+
+  def predict(self, params, batch):
+    return {"logits": self.logits(params, batch)}
 
   def sums(self, params, batch, rng):
     weights = example_weights(batch)
@@ -86,7 +89,6 @@ class DistilledClassificationObjective(ClassificationObjective):
     return {"distill_count": jnp.sum(example_weights(batch))}
 
   def sums(self, params, batch, rng):
-    from bert_jax.tasks.pretrain.distillation import distill_logits_sums
     logits = self.logits(params, batch, rng)
     return distill_logits_sums(logits, batch["teacher_logits"], batch["labels"].astype(jnp.int32),
                                example_weights(batch), self.temperature, self.alpha_kd, self.alpha_hard)
@@ -97,15 +99,10 @@ class ClassifyTask(FinetuneTask):
 
   name = "classify"
   head = "classification"
-  metric = "accuracy"
   regression = False
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
-    self.label_map: readers.LabelMap | None = None
-    saved = config.get("label_names")
-    if saved:
-      self.label_map = readers.LabelMap(list(saved))
     self.teacher = None
     distill = config.get("distill")
     if distill is not None and distill.get("teacher") and not self.regression:
@@ -125,52 +122,41 @@ class ClassifyTask(FinetuneTask):
                                              b["token_type_ids"]).logits)
     return {"apply": apply, "params": params, "names": names, "config": model.config, "path": path}
 
-  def load(self, path: str, split: str) -> Dataset:
+  def load(self, path: str, split: str, labels: finetune_data.LabelMap | None = None) -> Dataset:
     table = read_split(path, split, self.config.data)
     if table.labels is None:
       raise ValueError(f"{path}: no '{self.config.data.label_column}' column; {self.name} needs labels")
-    if self.label_map is None and not self.regression:
-      self.label_map = readers.LabelMap.from_labels(table.labels)
+    if labels is None and not self.regression:
+      labels = finetune_data.LabelMap.from_labels(table.labels)
     arrays = encode_texts(self.tokenizer, table.sentences, table.pairs, self.config.data.max_length)
     lengths = arrays.pop("lengths")
-    arrays["labels"] = self.encode_labels(table, path)
+    arrays["labels"] = self.encode_labels(table, path, labels)
     return Dataset(arrays, ("input_ids", "attention_mask", "token_type_ids"), lengths, path,
-                   extra={"pairs": table.pairs is not None})
+                   extra={"pairs": table.pairs is not None}, labels=labels)
 
-  def encode_labels(self, table: readers.Table, path: str) -> np.ndarray:
+  def encode_labels(self, table: finetune_data.Table, path: str, labels: finetune_data.LabelMap | None) -> np.ndarray:
     where = lambda i: f"{path}:{table.line_numbers[i]}"
     if self.regression:
-      return np.array([readers.parse_score(v, where(i)) for i, v in enumerate(table.labels)], np.float32)
-    return np.array([self.label_map.encode(v, where=where(i)) for i, v in enumerate(table.labels)], np.int32)
+      return np.array([finetune_data.parse_score(v, where(i)) for i, v in enumerate(table.labels)], np.float32)
+    return np.array([labels.encode(v, where=where(i)) for i, v in enumerate(table.labels)], np.int32)
 
-  def metadata(self):
-    meta = {"task": self.name}
-    if self.label_map is not None:
-      meta["label_names"] = self.label_map.names
-    return meta
+  def num_outputs(self, labels: finetune_data.LabelMap | None) -> int:
+    return labels.num_classes
 
-  def num_outputs(self) -> int:
-    if self.label_map is None:
-      raise ValueError("the label vocabulary is unknown before the training split is read")
-    return self.label_map.num_classes
+  def model_config(self, cfg: ModelConfig, labels) -> ModelConfig:
+    return cfg.replace(num_labels=self.num_outputs(labels), classifier_pooling=self.config.pooling)
 
-  def model_config(self, cfg: ModelConfig) -> ModelConfig:
-    pooling = self.config.pooling
-    return cfg.replace(num_labels=self.num_outputs(), classifier_pooling=pooling)
-
-  def objective(self, cfg):
+  def objective(self, cfg, labels):
     if self.teacher is not None:
       teacher = self.teacher
       if teacher["config"].vocab_size != cfg.vocab_size:
         raise ValueError(f"distill.teacher={teacher['path']}: vocabulary {teacher['config'].vocab_size} differs from "
                          f"the student's {cfg.vocab_size}; teacher and student must share the tokenizer")
-      if teacher["config"].num_labels != cfg.num_labels or (teacher["names"] and teacher["names"] != self.label_map.names):
+      if teacher["config"].num_labels != cfg.num_labels or (teacher["names"] and teacher["names"] != labels.names):
         raise ValueError(f"distill.teacher={teacher['path']}: labels {teacher['names'] or teacher['config'].num_labels} "
-                         f"differ from the training labels {self.label_map.names}")
-      self._objective = DistilledClassificationObjective(cfg, self.config.distill)
-    else:
-      self._objective = ClassificationObjective(cfg, self.regression)
-    return self._objective
+                         f"differ from the training labels {labels.names}")
+      return DistilledClassificationObjective(cfg, self.config.distill)
+    return ClassificationObjective(cfg, self.regression)
 
   def train_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Adds the teacher's logits [..., B, C] to a training batch when distilling."""
@@ -180,9 +166,6 @@ class ClassifyTask(FinetuneTask):
     flat = {k: arrays[k].reshape(-1, ids.shape[-1]) for k in ("input_ids", "attention_mask", "token_type_ids")}
     logits = np.asarray(self.teacher["apply"](self.teacher["params"], flat))
     return {**arrays, "teacher_logits": logits.reshape(ids.shape[:-1] + logits.shape[-1:])}
-
-  def predict(self, params, batch):
-    return {"logits": self._objective.logits(params, batch)}
 
   def metrics(self, dataset, outputs):
     labels = dataset.arrays["labels"]
@@ -197,10 +180,9 @@ class RegressTask(ClassifyTask):
   """`regress`: Pearson and Spearman correlation (STS-B), mean squared error."""
 
   name = "regress"
-  metric = "spearman"
   regression = True
 
-  def num_outputs(self) -> int:
+  def num_outputs(self, labels) -> int:
     return 1
 
   def metrics(self, dataset, outputs):

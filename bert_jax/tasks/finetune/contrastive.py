@@ -27,7 +27,7 @@ import numpy as np
 
 from bert_jax import evaluation
 from bert_jax.convert import sentence_transformers
-from bert_jax.data.finetune import readers
+from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.heads import POOLING, l2_normalize
 from bert_jax.models.model import EncoderModel
@@ -78,6 +78,9 @@ class ContrastiveObjective(TaskObjective):
     key = None if rng is None else jax.random.fold_in(rng, SIDES.index(side))
     return embed(self.model(rng), params, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], self.pooling, key)
 
+  def predict(self, params, batch):
+    return {"a": self.embeddings(params, batch, "a"), "p": self.embeddings(params, batch, "p")}
+
   def sums(self, params, batch, rng):
     anchors = self.embeddings(params, batch, "a", rng)
     positives = self.embeddings(params, batch, "p", rng)
@@ -99,54 +102,49 @@ class ContrastiveTask(FinetuneTask):
 
   name = "contrastive"
   head = None
-  metric = "spearman"
   with_pooler = False
 
   def _pooling(self) -> str:
     return {"pooler": "cls"}.get(self.config.pooling, self.config.pooling)
 
-  def load(self, path, split):
+  def load(self, path, split, labels=None):
     data = self.config.data
     max_length = data.max_length
     if split == "train":
-      table = readers.read_table(path, text_columns=(data.text_column,), pair_column=data.pair_column,
+      table = finetune_data.read_table(path, text_columns=(data.text_column,), pair_column=data.pair_column,
                                  require_label=False)
       if table.pairs is None:
         raise ValueError(f"{path}: contrastive training needs a '{data.pair_column}' column (the positive)")
       arrays = {**encode_side(self.tokenizer, table.sentences, max_length, "a"),
                 **encode_side(self.tokenizer, table.pairs, max_length, "p")}
       if "negative" in header_columns(path):
-        negatives = readers.read_table(path, text_columns=("negative",), pair_column=None, require_label=False)
+        negatives = finetune_data.read_table(path, text_columns=("negative",), pair_column=None, require_label=False)
         arrays.update(encode_side(self.tokenizer, negatives.sentences, max_length, "n"))
     else:
-      table = readers.read_table(path, text_columns=(data.text_column,), pair_column=data.pair_column,
+      table = finetune_data.read_table(path, text_columns=(data.text_column,), pair_column=data.pair_column,
                                  label_column=data.label_column)
       if table.pairs is None:
         raise ValueError(f"{path}: contrastive validation needs scored pairs ('{data.text_column}', "
                          f"'{data.pair_column}', '{data.label_column}')")
       arrays = {**encode_side(self.tokenizer, table.sentences, max_length, "a"),
                 **encode_side(self.tokenizer, table.pairs, max_length, "p")}
-      arrays["scores"] = np.array([readers.parse_score(v, table.where(i)) for i, v in enumerate(table.labels)],
+      arrays["scores"] = np.array([finetune_data.parse_score(v, table.where(i)) for i, v in enumerate(table.labels)],
                                   np.float32)
     token_keys = tuple(k for k in arrays if k[0] in SIDES and k[1] == "_")
     lengths = np.max([arrays[f"{s}_attention_mask"].sum(1) for s in SIDES if f"{s}_attention_mask" in arrays], 0)
     return Dataset(arrays, token_keys, lengths.astype(np.int32), path)
 
-  def objective(self, cfg):
+  def objective(self, cfg, labels):
     if self.config.optimizer.grad_accum_steps != 1:
       raise ValueError("contrastive: optimizer.grad_accum_steps must be 1 (in-batch negatives span the whole batch)")
-    self._objective = ContrastiveObjective(cfg, self._pooling(), float(self.config.temperature))
-    return self._objective
-
-  def predict(self, params, batch):
-    return {"a": self._objective.embeddings(params, batch, "a"), "p": self._objective.embeddings(params, batch, "p")}
+    return ContrastiveObjective(cfg, self._pooling(), float(self.config.temperature))
 
   def metrics(self, dataset, outputs):
     cosine = np.sum(np.asarray(outputs["a"]) * np.asarray(outputs["p"]), axis=-1)
     scores = dataset.arrays["scores"]
     return {"spearman": evaluation.spearman(scores, cosine), "pearson": evaluation.pearson(scores, cosine)}
 
-  def metadata(self):
+  def metadata(self, labels):
     return {"task": self.name, "pooling": self._pooling(), "normalize": True}
 
   def export_files(self, path: str) -> None:

@@ -25,26 +25,25 @@ import numpy as np
 import optax
 
 from bert_jax import evaluation
-from bert_jax.data.finetune import readers
+from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
-from bert_jax.tasks.base import cross_entropy
+from bert_jax.tasks.base import cross_entropy, forward
 from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
-from bert_jax.tasks.pretrain.mlm import forward
 
 
 def read_groups(path: str) -> list[dict]:
   """[{"query", "positives": [...], "negatives": [...], "line"}] from grouped JSONL or a flat table."""
   name = path[:-3] if path.endswith(".gz") else path
   if name.endswith((".jsonl", ".json")):
-    rows = readers.read_json_lines(path)
+    rows = finetune_data.read_json_lines(path)
     if "passage" not in rows[0][1]:  # grouped lines; rows of query / passage / label are a table
       return _grouped_jsonl(path, rows)
-  table = readers.read_table(path, text_columns=("query",), pair_column="passage", label_column="label")
+  table = finetune_data.read_table(path, text_columns=("query",), pair_column="passage", label_column="label")
   if table.pairs is None:
     raise ValueError(f"{path}: expected columns query, passage, label (or grouped JSON lines)")
   groups: dict[str, dict] = {}
   for i, (query, passage, label) in enumerate(zip(table.sentences, table.pairs, table.labels)):
-    score = readers.parse_score(label, table.where(i))
+    score = finetune_data.parse_score(label, table.where(i))
     group = groups.setdefault(query, {"query": query, "positives": [], "negatives": [], "line": table.line_numbers[i]})
     group["positives" if score > 0 else "negatives"].append(passage)
   return list(groups.values())
@@ -87,6 +86,9 @@ class RankingObjective(TaskObjective):
     flat = {k: batch[k].reshape(-1, ids.shape[-1]) for k in ("input_ids", "attention_mask", "token_type_ids")}
     return forward(self.model(rng), params, flat, rng).logits[:, 0].reshape(ids.shape[:-1])
 
+  def predict(self, params, batch):
+    return {"scores": self.scores(params, batch)}
+
   def sums(self, params, batch, rng):
     scores = self.scores(params, batch, rng)
     if self.listwise:
@@ -105,12 +107,11 @@ class RerankTask(FinetuneTask):
 
   name = "rerank"
   head = "classification"
-  metric = "mrr"
 
   def encode(self, queries: list[str], passages: list[str]) -> dict[str, np.ndarray]:
     return self.tokenizer.batch(queries, passages, max_length=self.config.data.max_length)
 
-  def load(self, path, split):
+  def load(self, path, split, labels=None):
     groups = read_groups(path)
     keys = ("input_ids", "attention_mask", "token_type_ids")
     listwise = self.config.rerank_loss == "listwise"
@@ -139,16 +140,12 @@ class RerankTask(FinetuneTask):
     return Dataset(arrays, keys, arrays["attention_mask"].sum(-1).astype(np.int32), path,
                    extra={"owners": np.asarray(owners), "groups": len(groups)})
 
-  def model_config(self, cfg):
+  def model_config(self, cfg, labels):
     pooling = {"mean": "mean", "cls": "cls"}.get(self.config.pooling, "pooler")
     return cfg.replace(num_labels=1, classifier_pooling=pooling)
 
-  def objective(self, cfg):
-    self._objective = RankingObjective(cfg, listwise=self.config.rerank_loss == "listwise")
-    return self._objective
-
-  def predict(self, params, batch):
-    return {"scores": self._objective.scores(params, batch)}
+  def objective(self, cfg, labels):
+    return RankingObjective(cfg, listwise=self.config.rerank_loss == "listwise")
 
   def metrics(self, dataset, outputs):
     scores, owners, labels = np.asarray(outputs["scores"]), dataset.extra["owners"], dataset.arrays["labels"]
@@ -161,5 +158,5 @@ class RerankTask(FinetuneTask):
     return {"mrr": evaluation.mrr(ranked, relevant, k=10), "ndcg": evaluation.ndcg_at_k(ranked, relevant, 10),
             "recall@1": evaluation.recall_at_k(ranked, relevant, 1)}
 
-  def metadata(self):
+  def metadata(self, labels):
     return {"task": self.name, "max_length": int(self.config.data.max_length)}

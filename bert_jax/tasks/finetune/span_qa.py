@@ -17,10 +17,9 @@ import numpy as np
 import tokenizers
 
 from bert_jax import evaluation
-from bert_jax.data.finetune import readers
-from bert_jax.tasks.base import cross_entropy
+from bert_jax.data import finetune as finetune_data
+from bert_jax.tasks.base import cross_entropy, forward
 from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
-from bert_jax.tasks.pretrain.mlm import forward
 
 N_BEST = 20
 
@@ -75,6 +74,10 @@ class SpanObjective(TaskObjective):
     low = jnp.finfo(jnp.float32).min
     return jnp.where(valid, out.start_logits, low), jnp.where(valid, out.end_logits, low)
 
+  def predict(self, params, batch):
+    start, end = self.spans(params, batch)
+    return {"start_logits": start, "end_logits": end}
+
   def sums(self, params, batch, rng):
     start, end = self.spans(params, batch, rng)
     loss = (cross_entropy(start, batch["start_positions"]) + cross_entropy(end, batch["end_positions"])) / 2
@@ -86,11 +89,10 @@ class QATask(FinetuneTask):
 
   name = "qa"
   head = "qa"
-  metric = "f1"
   token_outputs = ("start_logits", "end_logits")
 
-  def load(self, path, split):
-    examples = readers.read_squad(path)
+  def load(self, path, split, labels=None):
+    examples = finetune_data.read_squad(path)
     if not examples:
       raise ValueError(f"{path}: no questions")
     data = self.config.data
@@ -124,16 +126,8 @@ class QATask(FinetuneTask):
                    extra={"examples": examples, "owners": np.asarray(owners), "offsets": offset_array,
                           "version_2": any(e.is_impossible for e in examples)})
 
-  def model_config(self, cfg):
-    return cfg
-
-  def objective(self, cfg):
-    self._objective = SpanObjective(cfg)
-    return self._objective
-
-  def predict(self, params, batch):
-    start, end = self._objective.spans(params, batch)
-    return {"start_logits": start, "end_logits": end}
+  def objective(self, cfg, labels):
+    return SpanObjective(cfg)
 
   def answers(self, dataset: Dataset, start_logits: np.ndarray, end_logits: np.ndarray) -> dict[str, str]:
     """Best answer text per question id (windows [F, L] of logits)."""

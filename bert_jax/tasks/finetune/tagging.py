@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import evaluation
-from bert_jax.data.finetune import readers
-from bert_jax.tasks.base import cross_entropy
+from bert_jax.data import finetune as finetune_data
+from bert_jax.tasks.base import cross_entropy, forward
 from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
-from bert_jax.tasks.pretrain.mlm import forward
 
 
 def word_starts(words: list[str]) -> tuple[str, list[int]]:
@@ -56,6 +55,9 @@ class TaggingObjective(TaskObjective):
   def logits(self, params, batch, rng=None):
     return forward(self.model(rng), params, batch, rng).logits
 
+  def predict(self, params, batch):
+    return {"predictions": jnp.argmax(self.logits(params, batch), -1).astype(jnp.int32)}
+
   def sums(self, params, batch, rng):
     logits = self.logits(params, batch, rng)
     labels, weights = batch["labels"], batch["label_weights"].astype(jnp.float32)
@@ -69,28 +71,22 @@ class TagTask(FinetuneTask):
 
   name = "tag"
   head = "token_classification"
-  metric = "f1"
   token_outputs = ("predictions",)
 
-  def __init__(self, config, tokenizer):
-    super().__init__(config, tokenizer)
-    saved = config.get("label_names")
-    self.label_map = readers.LabelMap(list(saved)) if saved else None
-
-  def load(self, path, split):
-    sentences = readers.read_conll(path)
+  def load(self, path, split, labels=None):
+    sentences = finetune_data.read_conll(path)
     if not sentences:
       raise ValueError(f"{path}: no sentences (expected CoNLL lines 'token ... tag', blank lines between sentences)")
-    if self.label_map is None:
+    if labels is None:
       # String order, except that "O" comes first: index 0 is then the tag of untagged tokens.
       tags = sorted({t for s in sentences for t in s.tags})
-      self.label_map = readers.LabelMap((["O"] if "O" in tags else []) + [t for t in tags if t != "O"])
+      labels = finetune_data.LabelMap((["O"] if "O" in tags else []) + [t for t in tags if t != "O"])
     max_length = self.config.data.max_length
     n = len(sentences)
     ids = np.full((n, max_length), self.tokenizer.pad_id, np.int32)
     mask = np.zeros((n, max_length), np.int32)
     types = np.zeros((n, max_length), np.int32)
-    labels = np.zeros((n, max_length), np.int32)
+    label_ids = np.zeros((n, max_length), np.int32)
     weights = np.zeros((n, max_length), np.float32)
     word_index = np.full((n, max_length), -1, np.int32)
     texts, starts = zip(*(word_starts(s.tokens) for s in sentences))
@@ -102,25 +98,18 @@ class TagTask(FinetuneTask):
       word_index[i, :length] = first
       for t in np.flatnonzero(first >= 0):
         tag = sentence.tags[first[t]]
-        labels[i, t] = self.label_map.encode(tag, where=f"{path}:{sentence.line_number + first[t]}")
+        label_ids[i, t] = labels.encode(tag, where=f"{path}:{sentence.line_number + first[t]}")
         weights[i, t] = 1.0
-    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels,
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": label_ids,
               "label_weights": weights}
     return Dataset(arrays, tuple(arrays), mask.sum(1).astype(np.int32), path,
-                   extra={"tags": [s.tags for s in sentences], "word_index": word_index})
+                   extra={"tags": [s.tags for s in sentences], "word_index": word_index}, labels=labels)
 
-  def metadata(self):
-    return {"task": self.name, "label_names": self.label_map.names}
+  def model_config(self, cfg, labels):
+    return cfg.replace(num_labels=labels.num_classes)
 
-  def model_config(self, cfg):
-    return cfg.replace(num_labels=self.label_map.num_classes)
-
-  def objective(self, cfg):
-    self._objective = TaggingObjective(cfg)
-    return self._objective
-
-  def predict(self, params, batch):
-    return {"predictions": jnp.argmax(self._objective.logits(params, batch), -1).astype(jnp.int32)}
+  def objective(self, cfg, labels):
+    return TaggingObjective(cfg)
 
   def word_predictions(self, dataset: Dataset, predictions: np.ndarray) -> list[list[str]]:
     """Token predictions [N, L'] -> one tag per word; words past the truncation get "O"."""
@@ -129,7 +118,7 @@ class TagTask(FinetuneTask):
     for i, tags in enumerate(dataset.extra["tags"]):
       words = ["O"] * len(tags)
       for t in np.flatnonzero(word_index[i, :predictions.shape[1]] >= 0):
-        words[word_index[i, t]] = self.label_map.decode(int(predictions[i, t]))
+        words[word_index[i, t]] = dataset.labels.decode(int(predictions[i, t]))
       out.append(words)
     return out
 

@@ -1,14 +1,6 @@
 """Knowledge distillation (DistilBERT, MiniLM): a teacher's outputs train a smaller student.
 
-Losses are pure float32 functions that return *sums* over weighted rows or
-positions (never means), so they fit the Objective contract of sums and counts:
-
-  soft_target_kl         T^2 * KL(softmax(t / T) || softmax(s / T)) per row (Hinton et al., 2015; the T^2
-                         keeps the gradient scale independent of T)
-  hidden_mse             mean over features of (s - t)^2 per token (hidden-state transfer, TinyBERT-style)
-  cosine_embedding_loss  1 - cos(s, t) per token (DistilBERT's hidden-state alignment)
-  attention_kl           KL(teacher || student) over keys, averaged over heads, per valid query (MiniLM)
-  value_relation         softmax(V V^T / sqrt(d)) per head: MiniLM's value relation, compared with attention_kl
+The losses are pure functions in distill_losses.py.
 
 DistillationObjective (config.objective = "distill_mlm") distils a teacher
 checkpoint (bert_jax or Hugging Face folder) into the student of config.model
@@ -21,7 +13,7 @@ during MLM pretraining:
        + alpha_attention * last-layer attention KL               / tokens (queries)
        + alpha_value * last-layer value-relation KL              / tokens
 
-The teacher never runs inside the differentiated step: `teacher_batch(batch)`
+The teacher never runs inside the differentiated step: `prepare_batch(batch)`
 runs a separately jitted teacher forward (teacher params passed as an argument,
 evaluation mode) and adds its outputs to the batch as ordinary [B, ...] arrays,
 so the train step stays pure, gradient accumulation splits them like every
@@ -34,8 +26,6 @@ a scanned student (scan_layers) hands the maps of all its layers out of the
 scan when alpha_attention or alpha_value is on (about what the backward pass
 keeps anyway); MFU in the logs counts the student's step only.
 
-`distill_logits_sums` is the same soft + hard recipe for classification
-fine-tuning (teacher logits computed however the caller likes).
 """
 
 from __future__ import annotations
@@ -48,12 +38,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from bert_jax import sharding
 from bert_jax.convert import layout
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.layers import Dense
 from bert_jax.models.model import EncoderModel, attention_mask_4d, collect_attention
-from bert_jax.tasks.base import Objective, Term, cross_entropy
-from bert_jax.tasks.pretrain.mlm import example_weights, mlm_sums
+from bert_jax.tasks.base import Objective, Term, example_weights
+from bert_jax.tasks.pretrain.distill_losses import (attention_kl, cosine_embedding_loss, hidden_mse, soft_target_kl,
+                                                    value_relation)
+from bert_jax.tasks.pretrain.mlm import mlm_sums
 
 # The student's trainable hidden-state projection lives under this top-level params key (only when
 # the widths differ and a hidden-state loss is on); `student_params` drops it before saving.
@@ -62,137 +55,9 @@ PROJECTION = "distill_projection"
 # Loss names, in the order terms and logs list them; each has config.distill.alpha_<name>.
 LOSSES = ("kd", "mlm", "cosine", "hidden", "attention", "value")
 
-# The teacher outputs teacher_batch adds, and the losses that need each of them.
+# The teacher outputs prepare_batch adds, and the losses that need each of them.
 TEACHER_KEYS = {"teacher_logits": ("kd",), "teacher_hidden": ("cosine", "hidden"),
                 "teacher_attention": ("attention",), "teacher_values": ("value",)}
-
-_TINY = float(np.finfo(np.float32).tiny)
-
-
-# Losses ---------------------------------------------------------------------------------------------
-
-def _weights(weights: jax.Array | None, shape) -> jax.Array:
-  return jnp.ones(shape, jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
-
-
-def soft_target_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float,
-                   weights: jax.Array | None = None) -> jax.Array:
-  """T^2 * sum over rows of weights * KL(softmax(teacher / T) || softmax(student / T)).
-
-  student_logits, teacher_logits [..., V]; weights [...] (None: all 1) -> float32 scalar (a sum).
-  The teacher side is a constant (stop_gradient).
-  """
-  if student_logits.shape != teacher_logits.shape:
-    raise ValueError(f"soft_target_kl: student logits {student_logits.shape} and teacher logits "
-                     f"{teacher_logits.shape} differ (do teacher and student share the vocabulary?)")
-  t = float(temperature)
-  if t <= 0:
-    raise ValueError(f"soft_target_kl: temperature must be > 0, got {temperature}")
-  log_p = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / t, axis=-1)
-  log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t, axis=-1)
-  kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
-  return t * t * jnp.sum(kl * _weights(weights, kl.shape))
-
-
-def hidden_mse(student_hidden: jax.Array, teacher_hidden: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """Sum over tokens of mask * mean over features of (student - teacher)^2.
-
-  student_hidden, teacher_hidden [..., L, H] (project the student first when widths differ);
-  mask [..., L] (None: all 1) -> float32 scalar. The mean over H keeps the scale width independent.
-  """
-  if student_hidden.shape != teacher_hidden.shape:
-    raise ValueError(f"hidden_mse: student {student_hidden.shape} vs teacher {teacher_hidden.shape}; "
-                     "project the student to the teacher's width first")
-  diff = student_hidden.astype(jnp.float32) - jax.lax.stop_gradient(teacher_hidden).astype(jnp.float32)
-  per_token = jnp.mean(jnp.square(diff), axis=-1)
-  return jnp.sum(per_token * _weights(mask, per_token.shape))
-
-
-def cosine_embedding_loss(student_hidden: jax.Array, teacher_hidden: jax.Array, mask: jax.Array | None = None,
-                          eps: float = 1e-8) -> jax.Array:
-  """Sum over tokens of mask * (1 - cos(student, teacher)) (DistilBERT's alignment, target +1).
-
-  student_hidden, teacher_hidden [..., L, H]; mask [..., L] (None: all 1) -> float32 scalar.
-  """
-  if student_hidden.shape != teacher_hidden.shape:
-    raise ValueError(f"cosine_embedding_loss: student {student_hidden.shape} vs teacher {teacher_hidden.shape}; "
-                     "project the student to the teacher's width first")
-  s = student_hidden.astype(jnp.float32)
-  t = jax.lax.stop_gradient(teacher_hidden).astype(jnp.float32)
-  norm = lambda x: jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(x), axis=-1)), eps)
-  cos = jnp.sum(s * t, axis=-1) / (norm(s) * norm(t))
-  return jnp.sum((1.0 - cos) * _weights(mask, cos.shape))
-
-
-def attention_kl(student_probs: jax.Array, teacher_probs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """MiniLM's attention transfer: sum over valid queries of the head-mean KL(teacher || student) over keys.
-
-  student_probs, teacher_probs [b, heads, lq, lk] (rows are distributions; zeros at masked keys,
-  which then contribute nothing); mask [b, lq] (None: all 1) -> float32 scalar.
-
-  The head counts must match (ValueError otherwise), as in MiniLM: averaging the maps over heads
-  would discard exactly the per-head structure this loss transfers. Give the student the
-  teacher's number of heads (its head_dim may differ).
-  """
-  if student_probs.shape[1] != teacher_probs.shape[1]:
-    raise ValueError(f"attention_kl: the student has {student_probs.shape[1]} attention heads and the teacher "
-                     f"{teacher_probs.shape[1]}; attention transfer needs equal head counts (set "
-                     "config.model.num_heads to the teacher's, or alpha_attention / alpha_value to 0)")
-  if student_probs.shape != teacher_probs.shape:
-    raise ValueError(f"attention_kl: student maps {student_probs.shape} vs teacher maps {teacher_probs.shape}")
-  p = jax.lax.stop_gradient(teacher_probs).astype(jnp.float32)
-  q = student_probs.astype(jnp.float32)
-  # Clamped logs keep masked keys (p = q = 0) finite in value and gradient; where() drops their terms.
-  terms = jnp.where(p > 0, p * (jnp.log(jnp.maximum(p, _TINY)) - jnp.log(jnp.maximum(q, _TINY))), 0.0)
-  per_query = jnp.mean(jnp.sum(terms, axis=-1), axis=1)  # [b, lq]
-  return jnp.sum(per_query * _weights(mask, per_query.shape))
-
-
-def value_relation(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """MiniLM's value relation softmax(V V^T / sqrt(d)) per head, in float32.
-
-  values [b, l, heads, d]; mask: keys a token may relate to, [b, l] or broadcastable to
-  [b, heads, l, l] (bool / 0-1) -> [b, heads, l, l] rows summing to 1, zeros at masked keys.
-  """
-  v = values.astype(jnp.float32)
-  scores = jnp.einsum("bqhd,bkhd->bhqk", v, v) * (v.shape[-1] ** -0.5)
-  if mask is not None:
-    mask = jnp.asarray(mask).astype(bool)
-    if mask.ndim == 2:
-      mask = mask[:, None, None, :]
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    return jnp.where(mask, jax.nn.softmax(scores, axis=-1), 0.0)
-  return jax.nn.softmax(scores, axis=-1)
-
-
-def distill_logits_sums(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array | None,
-                        weights: jax.Array | None, temperature: float, alpha_kd: float,
-                        alpha_hard: float) -> dict[str, jax.Array]:
-  """Soft targets plus hard labels for classification fine-tuning, as Objective sums.
-
-  student_logits, teacher_logits [B, C] (teacher treated as a constant); labels [B] int (None
-  when alpha_hard == 0); weights [B] (0 drops a row; None: all 1). Returns float32 sums:
-    distill_loss  alpha_kd * T^2 KL + alpha_hard * cross entropy   (train on distill_loss / distill_count)
-    kd_loss, hard_loss, hard_correct (the parts, for logging), and
-    distill_count, kd_count, hard_count = sum(weights),
-  so `Objective.summarize` logs distill_loss, kd_loss, hard_loss and hard_accuracy means. Use
-  Term("distill_loss", "distill_count") as the objective's single term.
-  """
-  w = _weights(weights, student_logits.shape[:-1])
-  count = jnp.sum(w)
-  kd = soft_target_kl(student_logits, teacher_logits, temperature, w)
-  out = {"kd_loss": kd, "kd_count": count, "distill_count": count}
-  total = float(alpha_kd) * kd
-  if labels is not None:
-    hard = jnp.sum(cross_entropy(student_logits, labels) * w)
-    correct = (jnp.argmax(student_logits, -1) == labels).astype(jnp.float32)
-    out.update(hard_loss=hard, hard_correct=jnp.sum(correct * w), hard_count=count)
-    total = total + float(alpha_hard) * hard
-  elif alpha_hard:
-    raise ValueError("distill_logits_sums: alpha_hard > 0 needs labels")
-  out["distill_loss"] = total
-  return out
-
 
 # Student initialisation from the teacher ------------------------------------------------------------
 
@@ -281,6 +146,10 @@ class DistillationObjective(Objective):
   teacher: (EncoderModel, params) to use instead of loading config.distill.teacher (tests).
   """
 
+  @classmethod
+  def from_config(cls, cfg, config):
+    return cls(cfg, config.distill)
+
   def __init__(self, cfg: ModelConfig, distill: ml_collections.ConfigDict,
                teacher: tuple[EncoderModel, Mapping] | None = None):
     self.cfg = cfg
@@ -301,7 +170,7 @@ class DistillationObjective(Objective):
     if tcfg.vocab_size != cfg.vocab_size:
       raise ValueError(f"teacher and student must share the vocabulary: the teacher has {tcfg.vocab_size} tokens, "
                        f"config.model.vocab_size is {cfg.vocab_size} (use the teacher's tokenizer and vocab_size)")
-    if self.alpha["kd"] and self.teacher_model.head not in ("mlm", "pretraining"):
+    if self.alpha["kd"] and not (self.teacher_model.head_type and self.teacher_model.head_type.masked_lm):
       raise ValueError("alpha_kd > 0 needs a teacher with an MLM head")
     maps = self.alpha["attention"] or self.alpha["value"]
     if maps and tcfg.num_heads != cfg.num_heads:
@@ -355,9 +224,8 @@ class DistillationObjective(Objective):
 
   # Teacher ----------------------------------------------------------------------------------------
 
-  def place_teacher(self, mesh, rules) -> None:
+  def place(self, mesh, rules) -> None:
     """Shards the teacher's params on the mesh by the same logical rules as the student's."""
-    from bert_jax import sharding
     ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
     boxed = jax.eval_shape(self.teacher_model.init, jax.random.key(0), ids)["params"]
     shardings = sharding.named_shardings(boxed, mesh, rules, log=logging.info)
@@ -392,7 +260,7 @@ class DistillationObjective(Objective):
       found["teacher_values"] = value_relation(values, self._key_mask(inputs))
     return found
 
-  def teacher_batch(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  def prepare_batch(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """batch plus the teacher's outputs (see teacher_outputs), from a jitted forward of their own.
 
     The outputs keep the batch's sharding, so they split (gradient accumulation) and shard
@@ -400,8 +268,8 @@ class DistillationObjective(Objective):
     """
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "masked_positions",
                                      "segment_ids") if k in batch}
-    sharding = getattr(batch["input_ids"], "sharding", None)
-    key = sharding if isinstance(sharding, jax.sharding.NamedSharding) else None
+    placed = getattr(batch["input_ids"], "sharding", None)
+    key = placed if isinstance(placed, jax.sharding.NamedSharding) else None
     if key not in self._teacher_fns:
       self._teacher_fns[key] = jax.jit(self.teacher_outputs, **({"out_shardings": key} if key else {}))
     return {**batch, **self._teacher_fns[key](self.teacher_params, inputs)}
@@ -439,7 +307,7 @@ class DistillationObjective(Objective):
   def sums(self, params, batch, rng):
     missing = [k for k in self.teacher_keys if k not in batch]
     if missing:
-      raise KeyError(f"the batch lacks {missing}: pass it through DistillationObjective.teacher_batch first")
+      raise KeyError(f"the batch lacks {missing}: pass it through DistillationObjective.prepare_batch first")
     train = rng is not None
     maps = bool(self.alpha["attention"] or self.alpha["value"])
     result = self.student[not train].apply(

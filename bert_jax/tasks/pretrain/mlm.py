@@ -11,21 +11,10 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from bert_jax.models import flops
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import Objective, Term, cross_entropy
-
-
-def forward(model: EncoderModel, params, batch: Mapping[str, jax.Array], rng, **kw):
-  return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                     segment_ids=batch.get("segment_ids"), rngs={"dropout": rng} if rng is not None else None, **kw)
-
-
-def example_weights(batch: Mapping[str, jax.Array]) -> jax.Array:
-  """[B] float32: 0 for rows that only pad the last validation batch."""
-  if "example_weights" in batch:
-    return batch["example_weights"].astype(jnp.float32)
-  return jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+from bert_jax.tasks.base import Objective, Term, cross_entropy, example_weights, forward
 
 
 def mlm_sums(logits: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -38,6 +27,10 @@ def mlm_sums(logits: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, jax
 
 class MLMObjective(Objective):
   """MLM (+ NSP / SOP when with_pair)."""
+
+  @classmethod
+  def from_config(cls, cfg, config):
+    return cls(cfg, with_pair=config.objective != "mlm")
 
   def __init__(self, cfg: ModelConfig, with_pair: bool):
     head = "pretraining" if with_pair else "mlm"
@@ -58,6 +51,9 @@ class MLMObjective(Objective):
     if self.with_pair:
       out["pair_count"] = jnp.sum(example_weights(batch))
     return out
+
+  def model_flops(self, batch_size, length, predictions):
+    return flops.train_flops(self.train_model.config, batch_size, length, predictions)
 
   def export(self, params):
     """(model, params) to save after pretraining: the encoder with its MLM (and NSP/SOP) head."""

@@ -20,8 +20,8 @@ import optax
 
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import Objective, Term
-from bert_jax.tasks.pretrain.mlm import example_weights, forward, mlm_sums
+from bert_jax.tasks.base import Objective, Term, example_weights, forward
+from bert_jax.tasks.pretrain.mlm import mlm_sums
 
 SHARING = ("gdes", "shared", "none")
 
@@ -50,6 +50,10 @@ def replace_at(ids: jax.Array, positions: jax.Array, values: jax.Array, weights:
 
 
 class RTDObjective(Objective):
+
+  @classmethod
+  def from_config(cls, cfg, config):
+    return cls(cfg, config.rtd)
 
   def __init__(self, cfg: ModelConfig, rtd: ml_collections.ConfigDict):
     if rtd.embedding_sharing not in SHARING:

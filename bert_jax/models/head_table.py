@@ -1,0 +1,229 @@
+"""Task heads as parts of the model, and the one table that names them.
+
+A head is a flax module that `EncoderModel` runs after the encoder. It shares the
+model's scope (`nn.share_scope`), so its parts sit at the top of the parameter tree
+(`mlm`, `pair_classifier`, `classifier`, `qa_outputs`, `rtd_head`) exactly where
+the reference layouts and saved checkpoints have them, and a new head is one class
+here plus one row of `HEADS`: no model code changes.
+
+    model = EncoderModel(cfg, head="classification")      # by name, from HEADS
+    model = EncoderModel(cfg, head=MyHead(cfg, "float32"))  # or any Head module
+
+Every head receives the same `HeadInputs` and returns a dict of named outputs
+(`logits`, `pair_logits`, `start_logits`, ...), which `EncoderOutput` exposes as
+attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.heads import Classifier, MLMHead, ReplacedTokenHead, gather_positions, mean_pool
+from bert_jax.models.layers import Embed
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadInputs:
+  """What the encoder hands a head.
+
+  hidden: [b, l, H] the last layer's output (compute dtype).
+  pooled: [b, H] the tanh pooler's output, or None when the model has no pooler.
+  attention_mask: [b, l] int (1 = token).
+  embeddings: the model's `Embeddings` module (tied output projections).
+  masked_positions: [b, m] int or None: MLM logits only at these positions.
+  decoded: [b, l, H] DeBERTa's enhanced-mask-decoder output, or None.
+  """
+
+  hidden: jax.Array
+  pooled: jax.Array | None
+  attention_mask: jax.Array
+  embeddings: Any
+  masked_positions: jax.Array | None = None
+  decoded: jax.Array | None = None
+
+
+class Head(nn.Module):
+  """Base of every head: subclasses set the class attributes and implement `__call__`.
+
+  name_in_table: the head's name in HEADS (saved in checkpoint folders as "head").
+  parts: the top-level parameter groups the head creates (`param_groups` adds config-dependent ones).
+  outputs: the names of the arrays `__call__` returns.
+  masked_lm: whether the head predicts tokens with the tied MLM decoder (MLM / pretraining).
+  """
+
+  config: ModelConfig
+  dtype: Any = jnp.float32
+
+  name_in_table: ClassVar[str] = ""
+  parts: ClassVar[tuple[str, ...]] = ()
+  outputs: ClassVar[tuple[str, ...]] = ()
+  masked_lm: ClassVar[bool] = False
+
+  @classmethod
+  def param_groups(cls, cfg: ModelConfig) -> tuple[str, ...]:
+    """The top-level parameter groups this head creates for `cfg`."""
+    return cls.parts
+
+  @classmethod
+  def keeps_pooler(cls, cfg: ModelConfig) -> bool:
+    """Whether the family's tanh pooler runs with this head (the reference models' convention)."""
+    return False
+
+  def decoder_positions(self, length: int) -> jax.Array | None:
+    """[1, l, H] absolute positions for DeBERTa's enhanced mask decoder, or None (no decoder)."""
+    return None
+
+  def __call__(self, inputs: HeadInputs, *, deterministic: bool = True) -> dict[str, jax.Array]:
+    raise NotImplementedError
+
+
+class MaskedLM(Head):
+  """Token logits [b, l | m, vocab] from the MLM transform and the tied word embeddings."""
+
+  name_in_table = "mlm"
+  parts = ("mlm",)
+  outputs = ("logits",)
+  masked_lm = True
+
+  @classmethod
+  def param_groups(cls, cfg):
+    return cls.parts + (("emd_position_embeddings",) if cfg.emd_layers else ())
+
+  def setup(self):
+    self.mlm = MLMHead(self.config, self.dtype)
+    if self.config.emd_layers:
+      self.emd_position_embeddings = Embed(self.config.max_position_embeddings, self.config.hidden_size,
+                                           ("position", "embed"), dtype=self.dtype)
+
+  def decoder_positions(self, length):
+    if not self.config.emd_layers:
+      return None
+    if length > self.config.max_position_embeddings:
+      raise ValueError(f"sequence length {length} exceeds the decoder's position table "
+                       f"({self.config.max_position_embeddings})")
+    return self.emd_position_embeddings(jnp.arange(length)[None])
+
+  def token_logits(self, inputs: HeadInputs) -> jax.Array:
+    tokens = inputs.hidden if inputs.decoded is None else inputs.decoded
+    if inputs.masked_positions is not None:
+      tokens = gather_positions(tokens, inputs.masked_positions)
+    return self.mlm(tokens, inputs.embeddings)
+
+  def __call__(self, inputs, *, deterministic=True):
+    return {"logits": self.token_logits(inputs)}
+
+
+class Pretraining(MaskedLM):
+  """MLM logits plus a sentence-pair classifier on the pooled first token (BERT's NSP, ALBERT's SOP)."""
+
+  name_in_table = "pretraining"
+  parts = ("mlm", "pair_classifier")
+  outputs = ("logits", "pair_logits")
+
+  @classmethod
+  def keeps_pooler(cls, cfg):
+    return cfg.pooler == "tanh"
+
+  def setup(self):
+    super().setup()
+    self.pair_classifier = Classifier(2, self.config.dropout_rate, self.dtype, self.config.dropout_impl)
+
+  def __call__(self, inputs, *, deterministic=True):
+    return {"logits": self.token_logits(inputs),
+            "pair_logits": self.pair_classifier(inputs.pooled, deterministic=deterministic)}
+
+
+class SequenceClassification(Head):
+  """[b, num_labels] logits from the pooler, the first token or the mean of the tokens (config.classifier_pooling)."""
+
+  name_in_table = "classification"
+  parts = ("classifier",)
+  outputs = ("logits",)
+
+  @classmethod
+  def keeps_pooler(cls, cfg):
+    return cfg.pooler == "tanh" and cfg.classifier_pooling == "pooler"
+
+  def setup(self):
+    cfg = self.config
+    self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, self.dtype, cfg.dropout_impl)
+
+  def __call__(self, inputs, *, deterministic=True):
+    if self.config.classifier_pooling == "mean":
+      features = mean_pool(inputs.hidden, inputs.attention_mask)
+    else:
+      features = inputs.pooled if inputs.pooled is not None else inputs.hidden[:, 0]
+    return {"logits": self.classifier(features, deterministic=deterministic)}
+
+
+class TokenClassification(Head):
+  """[b, l, num_labels] logits at every token (tagging)."""
+
+  name_in_table = "token_classification"
+  parts = ("classifier",)
+  outputs = ("logits",)
+
+  def setup(self):
+    cfg = self.config
+    self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, self.dtype, cfg.dropout_impl)
+
+  def __call__(self, inputs, *, deterministic=True):
+    return {"logits": self.classifier(inputs.hidden, deterministic=deterministic)}
+
+
+class SpanExtraction(Head):
+  """Start and end logits [b, l] of an answer span (extractive QA)."""
+
+  name_in_table = "qa"
+  parts = ("qa_outputs",)
+  outputs = ("start_logits", "end_logits")
+
+  def setup(self):
+    self.qa_outputs = Classifier(2, 0.0, self.dtype)
+
+  def __call__(self, inputs, *, deterministic=True):
+    span = self.qa_outputs(inputs.hidden)
+    return {"start_logits": span[..., 0], "end_logits": span[..., 1]}
+
+
+class ReplacedTokenDetection(Head):
+  """ELECTRA's discriminator: a replaced-or-original logit [b, l] per token."""
+
+  name_in_table = "rtd"
+  parts = ("rtd_head",)
+  outputs = ("logits",)
+
+  def setup(self):
+    self.rtd_head = ReplacedTokenHead(self.config, self.dtype)
+
+  def __call__(self, inputs, *, deterministic=True):
+    return {"logits": self.rtd_head(inputs.hidden)}
+
+
+# The one head table: name -> Head class. None is the bare encoder (with the family's pooler).
+HEADS: dict[str, type[Head]] = {cls.name_in_table: cls for cls in (
+    MaskedLM, Pretraining, SequenceClassification, TokenClassification, SpanExtraction, ReplacedTokenDetection)}
+
+# Every output name some head gives: absent ones read as None on EncoderOutput.
+OUTPUT_NAMES = frozenset(name for cls in HEADS.values() for name in cls.outputs)
+
+
+def head_class(name: str | None) -> type[Head] | None:
+  """HEADS[name] (None for the bare encoder); an unknown name raises listing the known ones."""
+  if name is None:
+    return None
+  if name not in HEADS:
+    raise ValueError(f"unknown head {name!r}; expected None or one of {sorted(HEADS)}")
+  return HEADS[name]
+
+
+def head_param_groups(name: str | None, cfg: ModelConfig) -> tuple[str, ...]:
+  """The top-level parameter groups head `name` creates for `cfg` (() for the bare encoder)."""
+  head = head_class(name)
+  return () if head is None else head.param_groups(cfg)
