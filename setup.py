@@ -39,7 +39,8 @@ setuptools.setup(
     description="BERT, RoBERTa, ALBERT and DeBERTa for JAX/Flax: pretraining, fine-tuning, conversion.",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["bert_jax", "bert_jax.*"]),
-    package_data={"bert_jax": ["assets/tokenizers/*/*", "assets/tokenizers/*.md"]},
+    # The bundled corpus, movie-sentiment set and tokenizers, found through bert_jax.assets.
+    package_data={"bert_jax": ["assets/data/*", "assets/tokenizers/*/*", "assets/tokenizers/*.md"]},
     install_requires=CORE,
     extras_require=EXTRAS,
 )

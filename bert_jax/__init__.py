@@ -5,9 +5,9 @@
     out = model.apply({"params": params}, input_ids, attention_mask=mask)
 """
 
+from bert_jax.convert.pretrained import export_hf, from_pretrained, save_pretrained
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel, EncoderOutput
-from bert_jax.convert.pretrained import export_hf, from_pretrained, save_pretrained
 
 __all__ = ["EncoderModel", "EncoderOutput", "ModelConfig", "export_hf", "from_pretrained", "save_pretrained"]
 __version__ = "0.1.0"

@@ -36,13 +36,13 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bert_jax import assets, checkpointing, config_lib, evaluation, loop, metrics as metrics_lib, sharding, steps
 from bert_jax.convert import layout, sentence_transformers
 from bert_jax.convert.pretrained import from_pretrained, save_pretrained
+from bert_jax.data import batching
 from bert_jax.data.tokenizers import check_fits, load_tokenizer
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
 from bert_jax.runtime import fileio
 from bert_jax.tasks import registry
-from bert_jax.tasks.finetune import base as finetune_task
 
 
 # Backbone ---------------------------------------------------------------------------------------
@@ -142,19 +142,19 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
     return {k: jax.device_put(np.asarray(v), spec_sharding) for k, v in arrays.items()}
 
   def batch_indices(step: int, seed: int) -> np.ndarray:
-    return finetune_task.train_indices(seed, step, config.batch_size, train_set.lengths, config.data.group_by_length)
+    return batching.train_indices(seed, step, config.batch_size, train_set.lengths, config.data.group_by_length)
 
   def step_fn(state: steps.TrainState, step: int):
     indices = np.stack([batch_indices(step, config.seed + k) for k in range(seeds)])
-    length = finetune_task.bucket_length(int(train_set.lengths[indices].max()), config.data.max_length)
-    arrays = finetune_task.take(train_set, indices if seeds > 1 else indices[0], length)
+    length = batching.bucket_length(int(train_set.lengths[indices].max()), config.data.max_length)
+    arrays = batching.take(train_set, indices if seeds > 1 else indices[0], length)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return train_step(state, device_batch(task.train_arrays(arrays), batch_sharding))
 
-  def evaluate_split(params, dataset: finetune_task.Dataset) -> list[dict[str, float]]:
+  def evaluate_split(params, dataset: batching.Dataset) -> list[dict[str, float]]:
     """Task metrics of each seed on a whole split."""
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      outputs = finetune_task.predict_split(predict, params, dataset, config.eval_batch_size, task.token_outputs,
+      outputs = batching.predict_split(predict, params, dataset, config.eval_batch_size, task.token_outputs,
                                             lambda a: device_batch(a, eval_batch_sharding), seeds)
     return [task.metrics(dataset, {k: v[s] if seeds > 1 else v for k, v in outputs.items()}) for s in range(seeds)]
 
@@ -181,7 +181,7 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
           best.record(s, step, values)
       best.write()
 
-  mean_length = float(np.mean([finetune_task.bucket_length(int(train_set.lengths[batch_indices(s, config.seed)].max()),
+  mean_length = float(np.mean([batching.bucket_length(int(train_set.lengths[batch_indices(s, config.seed)].max()),
                                                            config.data.max_length) for s in range(1, per_epoch + 1)]))
   progress = metrics_lib.Progress(total_steps, int(config.batch_size * mean_length * seeds), None, None)
   runner = loop.Loop(config, writer=writer, progress=progress, checkpointer=checkpointer, total_steps=total_steps,
@@ -225,7 +225,7 @@ class BestCheckpoints:
   def __init__(self, workdir: str, metric: str, seeds: int, fresh: bool, task_name: str):
     self.workdir, self.metric, self.seeds, self.task_name = workdir, metric, seeds, task_name
     self.path = os.path.join(workdir, "best.json")
-    self.larger_is_better = metric not in registry.LOWER_IS_BETTER
+    self.larger_is_better = not evaluation.lower_is_better(metric)
     self.best: list[dict | None] = [None] * seeds
     if not fresh and os.path.isfile(self.path):
       with open(self.path) as f:
@@ -281,7 +281,7 @@ def evaluate_folder(config, task, path: str, dataset) -> dict[str, float]:
   """Metrics of a saved checkpoint folder on a dataset (one device, jitted predict)."""
   model, params = from_pretrained(path, head=task.head, dtype=config.model.dtype)
   objective = task.objective(model.config, dataset.labels)
-  outputs = finetune_task.predict_split(jax.jit(objective.predict), params, dataset, config.eval_batch_size,
+  outputs = batching.predict_split(jax.jit(objective.predict), params, dataset, config.eval_batch_size,
                                         task.token_outputs)
   return task.metrics(dataset, outputs)
 

@@ -18,8 +18,8 @@ import pytest
 
 from bert_jax import assets
 from bert_jax.data.pretraining import examples as ex
-from bert_jax.data.pretraining import prepare as prepare_lib
 from bert_jax.data.pretraining import pipeline as pd
+from bert_jax.data.pretraining import prepare as prepare_lib
 from bert_jax.data.pretraining import records
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 

@@ -14,12 +14,12 @@ import pytest
 
 from bert_jax import config_lib, optim, steps, train
 from bert_jax.convert import layout
+from bert_jax.convert.pretrained import export_hf, save_pretrained
 from bert_jax.metrics import read_metrics
 from bert_jax.models import build
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel, collect_attention
 from bert_jax.models.relative import DisentangledSelfAttention
-from bert_jax.convert.pretrained import export_hf, save_pretrained
 from bert_jax.tasks.pretrain import distill_losses as losses
 from bert_jax.tasks.pretrain import distillation as dist
 from tests.conftest import REPO

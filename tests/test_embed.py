@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from bert_jax import embed
+from bert_jax.convert import sentence_transformers
+from bert_jax.convert.pretrained import export_hf, from_pretrained
+from bert_jax.data import batching
 from bert_jax.embed import encoding, planning
 from bert_jax.embed.windows import Windows
-from bert_jax.convert import sentence_transformers
-from bert_jax.data import batching
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
-from bert_jax.convert.pretrained import export_hf, from_pretrained
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
 REPO = pathlib.Path(__file__).parent.parent

@@ -22,7 +22,7 @@ from bert_jax.data import batching
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 from bert_jax.metrics import read_metrics
 from bert_jax.tasks import registry
-from bert_jax.tasks.finetune import base as finetune_task, contrastive, ranking, span_qa, tagging
+from bert_jax.tasks.finetune import contrastive, ranking, span_qa, tagging
 
 from tests.conftest import REPO
 from tests.test_configs import load_config
@@ -150,11 +150,11 @@ def test_init_from_a_hugging_face_folder_loads_the_backbone(movie, tmp_path):
 
 def test_group_by_length_batches_cover_each_epoch_once_and_resume_by_step():
   lengths = np.random.default_rng(1).integers(3, 100, 200).astype(np.int32)
-  epoch = np.concatenate([finetune_task.train_indices(5, s, 16, lengths, True) for s in range(1, 13)])
+  epoch = np.concatenate([batching.train_indices(5, s, 16, lengths, True) for s in range(1, 13)])
   assert len(set(epoch.tolist())) == 12 * 16  # 200 // 16 batches, no example twice
-  again = finetune_task.train_indices(5, 7, 16, lengths.copy(), True)
+  again = batching.train_indices(5, 7, 16, lengths.copy(), True)
   np.testing.assert_array_equal(again, epoch[6 * 16:7 * 16])
-  spread = lambda group: np.mean([np.ptp(lengths[finetune_task.train_indices(5, s, 16, lengths, group)])
+  spread = lambda group: np.mean([np.ptp(lengths[batching.train_indices(5, s, 16, lengths, group)])
                                   for s in range(1, 13)])
   assert spread(True) < spread(False) / 2
   assert batching.bucket_length(17, 128) == 32 and batching.bucket_length(3, 128) == 16
@@ -407,7 +407,7 @@ def test_regress_reports_correlations_of_its_saved_model(tmp_path):
   from bert_jax.convert.pretrained import from_pretrained
   model, params = from_pretrained(str(tmp_path / "w" / "best"), head="classification")
   objective = task.objective(model.config, None)
-  predictions = finetune_task.predict_split(jax.jit(objective.predict), params, data, 16, ())["logits"][:, 0]
+  predictions = batching.predict_split(jax.jit(objective.predict), params, data, 16, ())["logits"][:, 0]
   whole = np.asarray(model.apply({"params": params}, data.arrays["input_ids"], data.arrays["attention_mask"],
                                  data.arrays["token_type_ids"]).logits)[:, 0]
   np.testing.assert_allclose(predictions, whole, atol=1e-5)  # bucketed batches == one unpadded-to-bucket pass

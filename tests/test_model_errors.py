@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from bert_jax.convert.pretrained import from_pretrained, save_pretrained
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
-from bert_jax.convert.pretrained import from_pretrained, save_pretrained
 from tests.conftest import TESTDATA
 
 HF = TESTDATA / "hf"

@@ -17,10 +17,10 @@ from etils import epath
 from etils.epath import testing as epath_testing
 
 from bert_jax import metrics
-from bert_jax.runtime import fileio
+from bert_jax.convert.pretrained import from_pretrained, save_pretrained
 from bert_jax.models import build
 from bert_jax.models.model import EncoderModel
-from bert_jax.convert.pretrained import from_pretrained, save_pretrained
+from bert_jax.runtime import fileio
 
 
 @contextlib.contextmanager

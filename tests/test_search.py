@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from bert_jax import search
-from bert_jax.search import chunking, ranking
 from bert_jax.data.tokenizers import bundled_tokenizer, load_tokenizer
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
+from bert_jax.search import chunking, ranking
 
 ARK = "Noah built an ark of gopher wood and took the animals into it two by two before the rain."
 LIGHT = "And God said, Let there be light: and there was light, and the evening and the morning were the first day."

@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax.runtime import fileio
 from bert_jax.convert import hf_config, hf_params, layout
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.head_table import head_param_groups
 from bert_jax.models.model import EncoderModel
+from bert_jax.runtime import fileio
 
 META_FILE = "bert_jax.json"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -166,14 +166,7 @@ def save_pretrained(path: str, model: EncoderModel, params: Mapping, *, tokenize
     ckptr.wait_until_finished()
   if tokenizer_from:
     copy_tokenizer_files(tokenizer_from, tmp)
-  if os.path.exists(path):
-    old = path + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(path, old)
-    os.rename(tmp, path)
-    shutil.rmtree(old)
-  else:
-    os.rename(tmp, path)
+  fileio.replace_folder(tmp, path)
 
 
 def copy_tokenizer_files(src: str, dst: str) -> list[str]:
@@ -252,9 +245,8 @@ def export_hf(path: str, model: EncoderModel, params: Mapping, *, legacy: bool =
   state = hf_params.hf_from_flax(params, cfg, head=head, with_pooler=model.uses_pooler, legacy=legacy)
   config = hf_config.hf_config_from_model(cfg, head, legacy=legacy)
   os.makedirs(path, exist_ok=True)
-  tmp = os.path.join(path, "model.safetensors.tmp")
-  save_file(state, tmp, metadata={"format": "pt"})
-  os.replace(tmp, os.path.join(path, "model.safetensors"))
+  with fileio.atomic_path(os.path.join(path, "model.safetensors")) as tmp:
+    save_file(state, tmp, metadata={"format": "pt"})
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
   if tokenizer_from:

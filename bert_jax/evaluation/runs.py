@@ -6,6 +6,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+# Metric names (or their endings: "eval/mlm_loss") where smaller is better; every other metric is maximised.
+LOWER_IS_BETTER = ("loss", "mse", "perplexity")
+
+
+def lower_is_better(metric: str) -> bool:
+  """Whether a smaller value of `metric` ("accuracy", "mse", "eval/mlm_loss", ...) is better."""
+  return metric.rsplit("/", 1)[-1].endswith(LOWER_IS_BETTER)
+
 
 def summarize_runs(runs: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float | int]]:
   """Per-metric statistics over several runs of the same fine-tuning (e.g. seeds).

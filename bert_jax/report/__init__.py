@@ -27,9 +27,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bert_jax import evaluation
 from bert_jax.metrics import read_metrics
 
-LOWER_IS_BETTER = ("loss", "mse", "perplexity")
 
 
 def series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +70,7 @@ def summarize(records: list[dict]) -> dict:
   for key in eval_keys:
     _, values = series(records, key)
     if len(values):
-      better = min if key.rsplit("/", 1)[-1].endswith(LOWER_IS_BETTER) else max
+      better = min if evaluation.lower_is_better(key) else max
       row[f"best {key}"] = float(better(values))
       row[f"last {key}"] = float(values[-1])
   for key, name in (("perf/tokens_per_sec", "tokens/s"), ("perf/mfu", "MFU")):

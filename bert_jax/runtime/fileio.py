@@ -74,23 +74,24 @@ def write_atomic(path, data: str | bytes) -> None:
 
 
 def replace_folder(new: str, folder: str) -> None:
-  """Moves the complete local folder `new` to `folder`, replacing what was there.
+  """Renames the complete local folder `new` to `folder`, replacing what was there only once that works.
 
-  The old folder is renamed aside first and deleted last, so at every moment one complete
-  copy exists under `folder` or `folder.old`.
+  A folder cannot be renamed over a non-empty one, so the old one is moved aside first (to a
+  hidden, unique name that belongs to no one), back if the second rename fails, and deleted
+  last: at every moment one complete copy exists.
   """
-  if os.path.exists(folder):
-    old = folder + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(folder, old)
-    try:
-      os.rename(new, folder)
-    except BaseException:
-      os.rename(old, folder)
-      raise
-    shutil.rmtree(old, ignore_errors=True)
-  else:
+  if not os.path.lexists(folder):
     os.rename(new, folder)
+    return
+  parent, name = os.path.split(os.path.abspath(folder))
+  old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
+  os.rename(folder, old)
+  try:
+    os.rename(new, folder)
+  except BaseException:
+    os.rename(old, folder)
+    raise
+  shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

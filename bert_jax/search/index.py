@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from bert_jax import embed
 from bert_jax.convert.sentence_transformers import folder_defaults
 from bert_jax.embed.encoding import normalize_rows
+from bert_jax.runtime import fileio
 from bert_jax.search.chunking import (DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunk, check_chunking,
                                       chunk_documents, indexed_text)
 from bert_jax.search.documents import Query, SearchError, as_documents, json_object, numbered_lines
@@ -197,7 +197,7 @@ class HybridIndex:
       os.umask(umask)
       os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the renamed index private
       self._write(tmp)
-      _swap_into_place(tmp, os.path.abspath(folder))
+      fileio.replace_folder(tmp, os.path.abspath(folder))
     except BaseException:
       shutil.rmtree(tmp, ignore_errors=True)
       raise
@@ -374,26 +374,6 @@ def _check_search(k: int, mode: str, candidates: int, rrf_k: float) -> None:
                       "`candidates` documents are fused)")
   if rrf_k < 0:
     raise SearchError(f"rrf_k={rrf_k}: must be >= 0")
-
-
-def _swap_into_place(tmp: str, folder: str) -> None:
-  """Renames the complete folder `tmp` to `folder`, replacing an existing index only after that works."""
-  # Not fileio.replace_folder: that one parks the old folder at `folder.old`, deleting whatever
-  # was kept under that name first; a hidden, unique name here belongs to no one.
-  if not os.path.lexists(folder):
-    os.rename(tmp, folder)
-    return
-  # A directory cannot be renamed over a non-empty one: move the old index aside first,
-  # and back if the second rename fails.
-  parent, name = os.path.split(folder)
-  old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
-  os.rename(folder, old)
-  try:
-    os.rename(tmp, folder)
-  except BaseException:
-    os.rename(old, folder)
-    raise
-  shutil.rmtree(old, ignore_errors=True)
 
 
 def _version() -> str:

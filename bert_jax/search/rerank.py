@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from bert_jax.data.batching import bucket_length
+from bert_jax.data import batching
 from bert_jax.runtime import fileio
 
 
@@ -72,28 +72,13 @@ class Reranker:
         {"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits[:, 0])
 
   def score(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-    """[n] scores of the pairs (queries[i], passages[i]).
-
-    Pairs go in length order, each batch of `batch_size` rows (the last one
-    filled with copies of its first pair) cut to its bucket_length, so a few
-    programs serve every batch; scores come back in the pairs' order.
-    """
+    """[n] scores of the pairs (queries[i], passages[i]), batched in length order like every evaluation."""
     arrays = self.tokenizer.batch(list(queries), list(passages), max_length=self.max_length)
     lengths = arrays["attention_mask"].sum(1).astype(np.int32)
-    width = arrays["input_ids"].shape[-1]
+    dataset = batching.Dataset(arrays, tuple(arrays), lengths, "<pairs>")
     batch = min(self.batch_size, len(lengths))
-    order = np.argsort(lengths, kind="stable")
-    scores = None
-    for start in range(0, len(order), batch):
-      rows = order[start:start + batch]
-      real = len(rows)
-      rows = np.concatenate([rows, np.full(batch - real, rows[0])])
-      length = bucket_length(int(lengths[rows].max()), width)
-      result = np.asarray(jax.device_get(self._apply(self.params, {k: v[rows, :length] for k, v in arrays.items()})))
-      if scores is None:
-        scores = np.zeros(len(lengths), result.dtype)
-      scores[rows[:real]] = result[:real]
-    return scores
+    return batching.predict_split(lambda p, b: {"scores": self._apply(p, b)}, self.params, dataset, batch,
+                                  ())["scores"]
 
   def rerank(self, rows: list[dict], top_k: int | None = None) -> list[dict]:
     pairs = [(r["query"], p["text"], i, j) for i, r in enumerate(rows) for j, p in enumerate(r["passages"])]

@@ -31,9 +31,6 @@ from bert_jax.tasks.pretrain.rtd import RTDObjective
 
 PRETRAIN, FINETUNE = "pretrain", "finetune"
 
-# Validation metrics where smaller is better; every other metric is maximised.
-LOWER_IS_BETTER = ("loss", "mse")
-
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
@@ -54,10 +51,6 @@ class TaskSpec:
   data_objective: str
   best_metric: str
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
-
-  @property
-  def lower_is_better(self) -> bool:
-    return self.best_metric in LOWER_IS_BETTER
 
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (

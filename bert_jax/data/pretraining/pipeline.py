@@ -34,11 +34,11 @@ import grain
 import numpy as np
 from absl import flags
 
-from bert_jax.runtime import caches
 from bert_jax.data.pretraining import masking
 from bert_jax.data.pretraining import prepare as prepare_lib
 from bert_jax.data.pretraining import records
 from bert_jax.data.pretraining.config import DEFAULTS, OBJECTIVES, data_config, resolve
+from bert_jax.runtime import caches
 
 
 __all__ = ["DEFAULTS", "OBJECTIVES", "Loader", "data_config", "loader_state", "make_loader",

@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import evaluation
+from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
 from bert_jax.tasks.base import Term, cross_entropy, example_weights, forward
+from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 from bert_jax.tasks.pretrain.distill_losses import distill_logits_sums
-from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
 
 
 def read_split(spec: str, split: str, data_config) -> finetune_data.Table:

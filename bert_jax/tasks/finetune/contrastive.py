@@ -27,12 +27,13 @@ import numpy as np
 
 from bert_jax import evaluation
 from bert_jax.convert import sentence_transformers
+from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.heads import POOLING, l2_normalize
 from bert_jax.models.model import EncoderModel
 from bert_jax.tasks.base import cross_entropy
-from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
+from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 SIDES = ("a", "p", "n")  # anchor, positive, hard negative
 

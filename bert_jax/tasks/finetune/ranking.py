@@ -25,10 +25,11 @@ import numpy as np
 import optax
 
 from bert_jax import evaluation
+from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
 from bert_jax.tasks.base import cross_entropy, forward
-from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
+from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 
 def read_groups(path: str) -> list[dict]:

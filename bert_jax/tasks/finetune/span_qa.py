@@ -17,9 +17,10 @@ import numpy as np
 import tokenizers
 
 from bert_jax import evaluation
+from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
 from bert_jax.tasks.base import cross_entropy, forward
-from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
+from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 N_BEST = 20
 

@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import evaluation
+from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
 from bert_jax.tasks.base import cross_entropy, forward
-from bert_jax.tasks.finetune.base import Dataset, FinetuneTask, TaskObjective
+from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 
 def word_starts(words: list[str]) -> tuple[str, list[int]]:
