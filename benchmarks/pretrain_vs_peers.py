@@ -95,10 +95,11 @@ def main() -> None:
   p.add_argument("--json", default=None, help="append the summary as a JSON line to this file")
   args = p.parse_args()
   sys.path.insert(0, REPO)
-  from bert_jax import config_lib, models
+  from bert_jax import models
   from bert_jax.models.flops import train_flops
   from bert_jax.runtime import hardware
-  config = config_lib.pretrain_config(args.family, args.size)
+  from configs import pretrain
+  config = pretrain.pretrain_config(args.family, args.size)
   args.predictions = int(config.data.max_predictions)
   peers = [name for name in args.peers.split(",") if name]
   if peers and not os.path.exists(args.peer_python):

@@ -45,7 +45,7 @@ def synthetic_batch(batch: int, length: int, vocab: int, predictions: int, seed:
 
 def measure(args, impl: str) -> dict:
   from bert_jax import config_lib, models, optim, steps
-  from bert_jax.models import flops
+  from bert_jax.models.flops import train_flops
   from bert_jax.runtime import hardware
   from bert_jax.tasks.pretrain.mlm import MLMObjective
   overrides = {"dtype": args.dtype, "attention_impl": impl, "remat_policy": args.remat,
@@ -60,11 +60,12 @@ def measure(args, impl: str) -> dict:
   objective = MLMObjective(cfg, with_pair=False)
   opt_config = config_lib.base_config().optimizer
   predictions = max(1, round(args.length * 0.15))
-  ids = jnp.zeros((1, args.length), jnp.int32)
-  params = nn.meta.unbox(objective.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, ids))
+  ids = jax.ShapeDtypeStruct((1, args.length), jnp.int32)
+  params = nn.meta.unbox(jax.eval_shape(objective.init, {"params": jax.random.key(0), "dropout": jax.random.key(0)},
+                                        ids))
   tx, schedule = optim.make_optimizer(opt_config, 10_000, params, cfg.num_layers)
-  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                           rng=jax.random.key_data(jax.random.key(1)), skipped=jnp.zeros((), jnp.int32))
+  state = jax.jit(functools.partial(steps.initial_state, objective, tx, ids))(jax.random.key(0))
+  params = state.params
   batch = jax.device_put(synthetic_batch(args.batch, args.length, cfg.vocab_size, predictions))
   step = jax.jit(functools.partial(steps.train_step, objective=objective, tx=tx, schedule=schedule),
                  donate_argnums=(0,))
@@ -86,7 +87,7 @@ def measure(args, impl: str) -> dict:
   # The median step: robust to other jobs on a shared machine (the mean is printed too).
   seconds = float(np.median(times))
   peak = hardware.peak_flops(args.dtype, refresh=True)
-  model_flops = flops.train_flops(cfg, args.batch, args.length, predictions)
+  model_flops = train_flops(cfg, args.batch, args.length, predictions)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   return {"family": args.family, "size": args.size, "batch": args.batch, "length": args.length,
           "dtype": args.dtype, "attention_impl": impl, "remat": args.remat, "scan": args.scan,

@@ -97,3 +97,11 @@ def test_the_checker_sees_a_violation(tmp_path):
   sample = tmp_path / "sample.py"
   sample.write_text("def f():\n  from bert_jax import train\n  import bert_jax.tasks.registry\n", encoding="utf-8")
   assert sorted(imported_modules(sample)) == [(2, "bert_jax.train"), (3, "bert_jax.tasks.registry")]
+
+
+def test_the_readme_layout_names_every_module():
+  readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+  layout = readme[readme.index("## Layout"):]
+  missing = [str(p.relative_to(PACKAGE)) for p in modules()
+             if p.name not in ("__init__.py", "__main__.py") and p.name not in layout]
+  assert not missing, f"the README's layout section does not name {missing}"

@@ -1,1 +1,1 @@
-"""Checkpoint conversion: Hugging Face folders <-> bert_jax checkpoint folders."""
+"""Every checkpoint folder format: Hugging Face folders both ways, bert_jax folders, sentence-transformers files."""

@@ -1,11 +1,9 @@
-"""Data: tokenizers, pretraining examples and the grain input pipeline.
+"""Data: tokenizers, featurized batches, pretraining examples and fine-tuning readers.
 
-  tokenizers          load / train WordPiece, byte-level BPE and SentencePiece tokenizers
-  pretraining_data    make_loader(...): masked pretraining batches, resumable (the trainer's entry)
-  pretraining_config  the `data` config keys and defaults
-  prepare             text or TFDS -> tokenized examples in ArrayRecord shards (also a CLI)
-  corpus              document streams from text files / TFDS, per-process selection
-  examples            NSP / SOP sentence pairs, FULL-SENTENCES, first-fit packing
-  records             example <-> record bytes, padded batches
-  masking             MLM masking in numpy
+  batching        featurized splits, the one length-bucketing rule, training order, evaluation passes
+  tokenizers      load / train WordPiece, byte-level BPE and SentencePiece tokenizers (API and CLI)
+  tokenization/   the implementation behind `tokenizers`
+  pretraining/    corpus -> examples -> ArrayRecord shards -> masked, resumable grain batches
+  finetune/       labelled tables, TFDS GLUE, CoNLL and SQuAD read into plain records
+  prepare         `python -m bert_jax.data.prepare` (pretraining/prepare.py under its short name)
 """
