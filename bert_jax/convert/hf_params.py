@@ -16,11 +16,12 @@ import numpy as np
 
 from bert_jax.models.config import ModelConfig
 
-PREFIXES = {"bert": "bert", "roberta": "roberta", "albert": "albert", "deberta": "deberta", "deberta-v2": "deberta"}
+PREFIXES = {"bert": "bert", "roberta": "roberta", "albert": "albert", "deberta": "deberta", "deberta-v2": "deberta",
+            "modernbert": "model"}
 
 # Keys the reference models carry that hold no parameter of ours.
 IGNORED = re.compile(r"(^|\.)position_ids$|(^|\.)predictions\.decoder\.(weight|bias)$|^lm_head\.decoder\.(weight|bias)$"
-                     r"|^lm_predictions\.lm_head\.decoder\.(weight|bias)$")
+                     r"|^lm_predictions\.lm_head\.decoder\.(weight|bias)$|^decoder\.weight$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +39,11 @@ def _dense(path, key, kind="dense", bias=True, backbone=True):
   return out
 
 
-def _norm(path, key, backbone=True):
-  return [Entry((*path, "scale"), f"{key}.weight", "copy", backbone),
-          Entry((*path, "bias"), f"{key}.bias", "copy", backbone)]
+def _norm(path, key, backbone=True, bias=True):
+  out = [Entry((*path, "scale"), f"{key}.weight", "copy", backbone)]
+  if bias:
+    out.append(Entry((*path, "bias"), f"{key}.bias", "copy", backbone))
+  return out
 
 
 def _embed(path, key):
@@ -95,6 +98,35 @@ def _albert_layer(ours: tuple[str, ...], hf: str) -> list[Entry]:
   return out
 
 
+def _modernbert_table(cfg: ModelConfig, head: str | None) -> list[Entry]:
+  """ModernBERT: fused Wqkv, pre-LN norms (none before layer 0's attention), GLU Wi, final norm, head + decoder."""
+  nb, ab, mb = cfg.norm_bias, cfg.attention_bias, cfg.mlp_bias
+  out = _embed(("embeddings", "word_embeddings"), "embeddings.tok_embeddings")
+  out += _norm(("embeddings", "norm"), "embeddings.norm", bias=nb)
+  for i in range(cfg.num_layers):
+    ours, hf = ("encoder", f"layer_{i}"), f"layers.{i}"
+    a = (*ours, "attention")
+    if i > 0:
+      out += _norm((*a, "norm"), f"{hf}.attn_norm", bias=nb)
+    for part, name in enumerate(("query", "key", "value")):
+      out.append(Entry((*a, "self", name, "kernel"), f"{hf}.attn.Wqkv.weight", f"qkv:{part}"))
+      if ab:
+        out.append(Entry((*a, "self", name, "bias"), f"{hf}.attn.Wqkv.bias", f"qkv_bias:{part}"))
+    out += _dense((*a, "output"), f"{hf}.attn.Wo", "heads_out", bias=ab)
+    out += _norm((*ours, "mlp", "norm"), f"{hf}.mlp_norm", bias=nb)
+    out += _dense((*ours, "mlp", "wi"), f"{hf}.mlp.Wi", bias=mb)
+    out += _dense((*ours, "mlp", "wo"), f"{hf}.mlp.Wo", bias=mb)
+  out += _norm(("encoder", "final_norm"), "final_norm", bias=nb)
+  if head == "mlm":
+    out += _dense(("mlm", "dense"), "head.dense", bias=cfg.mlm_dense_bias, backbone=False)
+    out += _norm(("mlm", "norm"), "head.norm", backbone=False, bias=nb)
+    if cfg.mlm_decoder_bias:
+      out.append(Entry(("mlm", "bias"), "decoder.bias", "copy", backbone=False))
+  elif head is not None:
+    raise ValueError(f"Hugging Face conversion of head={head!r} is not supported for modernbert")
+  return out
+
+
 def _mlm_head(cfg: ModelConfig, legacy: bool) -> list[Entry]:
   if cfg.family == "roberta":
     dense, norm, bias = "lm_head.dense", "lm_head.layer_norm", "lm_head.bias"
@@ -112,6 +144,8 @@ def key_table(cfg: ModelConfig, *, head: str | None, with_pooler: bool, legacy: 
   """Every parameter of EncoderModel(cfg, head, with_pooler) with its Hugging Face key (unscanned layout)."""
   if cfg.scan_layers:
     raise ValueError("key_table describes the unscanned layout; unstack scanned params first")
+  if cfg.family == "modernbert":
+    return _modernbert_table(cfg, head)
   out = _embed(("embeddings", "word_embeddings"), "embeddings.word_embeddings")
   if cfg.position_ids != "none":
     out += _embed(("embeddings", "position_embeddings"), "embeddings.position_embeddings")
@@ -164,6 +198,11 @@ def _to_flax(kind: str, w: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return w.T.reshape(h, d, w.shape[0])
   if kind == "conv":                        # torch [out, in/g, k] -> flax [k, in/g, out]
     return w.transpose(2, 1, 0)
+  if kind.startswith("qkv:"):               # ModernBERT's Wqkv: rows [(q|k|v), h, d]
+    part = int(kind.split(":")[1])
+    return w.reshape(3, h * d, w.shape[1])[part].T.reshape(w.shape[1], h, d)
+  if kind.startswith("qkv_bias:"):
+    return w.reshape(3, h, d)[int(kind.split(":")[1])]
   if kind.startswith("in_proj:"):           # DeBERTa v1 fuses q, k, v per head: rows [h, (q|k|v), d]
     part = int(kind.split(":")[1])
     return w.reshape(h, 3, d, w.shape[1])[:, part].transpose(2, 0, 1)
@@ -238,14 +277,15 @@ def flax_from_hf(state: Mapping[str, np.ndarray], cfg: ModelConfig, *, head: str
 
 
 def _is_head_key(key: str, cfg: ModelConfig) -> bool:
-  heads = ("cls.", "lm_head.", "predictions.", "lm_predictions.", "sop_classifier.", "pooler", "classifier", "qa_outputs")
+  heads = ("cls.", "lm_head.", "predictions.", "lm_predictions.", "sop_classifier.", "pooler", "classifier", "qa_outputs",
+           "head.", "decoder.")
   return key.lstrip("@").startswith(heads)
 
 
 def _check_tied(state, params, has_prefix, source):
   """An untied MLM decoder would be silently replaced by the word embeddings: refuse it."""
   words = params["embeddings"]["word_embeddings"]["embedding"]
-  for key in ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "predictions.decoder.weight"):
+  for key in ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "predictions.decoder.weight", "decoder.weight"):
     value = state.get(key)
     if value is not None and "mlm" in params and not np.array_equal(np.asarray(value, np.float32), words):
       raise ValueError(f"{source}: {key} differs from the word embeddings; untied MLM decoders are not supported")
@@ -263,14 +303,20 @@ def hf_from_flax(params: Mapping, cfg: ModelConfig, *, head: str | None, with_po
   for entry in table:
     x = np.asarray(_get(params, entry.path), np.float32)
     key = (prefix if entry.backbone else "") + entry.key
-    if entry.kind.startswith("in_proj:"):
-      fused.setdefault(key, [None] * 3)[int(entry.kind.split(":")[1])] = x
+    kind, _, part = entry.kind.partition(":")
+    if kind in ("in_proj", "qkv", "qkv_bias"):
+      fused.setdefault((key, kind), [None] * 3)[int(part)] = x
       continue
     out[key] = np.ascontiguousarray(_to_hf(entry.kind, x))
-  for key, (q, k, v) in fused.items():
-    # [in, h, d] x3 -> [h, 3, d, in] -> [3*h*d, in]
-    stacked = np.stack([q, k, v], axis=0).transpose(2, 0, 3, 1)
-    out[key] = np.ascontiguousarray(stacked.reshape(-1, stacked.shape[-1]))
+  for (key, kind), (q, k, v) in fused.items():
+    if kind == "in_proj":
+      # [in, h, d] x3 -> [h, 3, d, in] -> [3*h*d, in]
+      stacked = np.stack([q, k, v], axis=0).transpose(2, 0, 3, 1)
+      out[key] = np.ascontiguousarray(stacked.reshape(-1, stacked.shape[-1]))
+    elif kind == "qkv":  # [in, h, d] x3 -> [(q|k|v) h d, in]
+      out[key] = np.ascontiguousarray(np.concatenate([x.reshape(x.shape[0], -1).T for x in (q, k, v)]))
+    else:
+      out[key] = np.concatenate([x.reshape(-1) for x in (q, k, v)])
   return out
 
 

@@ -75,8 +75,10 @@ def _has_pooler(state: Mapping[str, np.ndarray], family: str) -> bool:
 
 
 def _hf_head_present(state: Mapping[str, np.ndarray], head: str | None) -> bool:
-  mlm = ("cls.predictions.", "lm_head.", "predictions.", "lm_predictions.")
-  return head is None or any(k.startswith(mlm) for k in state)
+  mlm = ("cls.predictions.", "lm_head.", "predictions.", "lm_predictions.", "decoder.")
+  # ModernBERT's MLM head is `head.*` (+ `decoder.bias`); its task heads have a `head.*` too, with a classifier.
+  modernbert_mlm = any(k.startswith("head.") for k in state) and not any(k.startswith("classifier.") for k in state)
+  return head is None or modernbert_mlm or any(k.startswith(mlm) for k in state)
 
 
 def detect_hf_head(state: Mapping[str, np.ndarray]) -> str | None:

@@ -2,10 +2,10 @@
 
 import functools
 
-from bert_jax.models import albert, bert, deberta, roberta
+from bert_jax.models import albert, bert, deberta, modernbert, roberta
 from bert_jax.models.config import ModelConfig
 
-FAMILIES = {"bert": bert, "roberta": roberta, "albert": albert, "deberta": deberta}
+FAMILIES = {"bert": bert, "roberta": roberta, "albert": albert, "deberta": deberta, "modernbert": modernbert}
 
 
 def build(family: str, size: str, **overrides) -> ModelConfig:

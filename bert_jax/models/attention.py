@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax.models import rotary
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, constrain
@@ -117,25 +118,32 @@ def qkv_dense(cfg: ModelConfig, dtype) -> tuple[Dense, Dense, Dense]:
   """
   features = (cfg.num_heads, cfg.dim_per_head)
   axes = ("embed", "heads", "kv")
-  return (Dense(features, axes, dtype=dtype, name="query"),
-          Dense(features, axes, use_bias=cfg.attention_key_bias, dtype=dtype, name="key"),
-          Dense(features, axes, dtype=dtype, name="value"))
+  bias = cfg.attention_bias
+  return (Dense(features, axes, use_bias=bias, dtype=dtype, name="query"),
+          Dense(features, axes, use_bias=bias and cfg.attention_key_bias, dtype=dtype, name="key"),
+          Dense(features, axes, use_bias=bias, dtype=dtype, name="value"))
 
 
 class SelfAttention(nn.Module):
-  """BERT self-attention: scaled dot product over the content only."""
+  """BERT self-attention: scaled dot product over the content, with rotary positions when the model has them."""
 
   config: ModelConfig
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool = True,
-               relative: dict | None = None, query: jax.Array | None = None) -> jax.Array:
-    """x [b, l, hidden] (keys, values; queries unless `query` is given) -> context [b, l, heads, head_dim]."""
+               relative: dict | None = None, query: jax.Array | None = None,
+               rotary_tables: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    """x [b, l, hidden] (keys, values; queries unless `query` is given) -> context [b, l, heads, head_dim].
+
+    rotary_tables: (cos, sin) [b | 1, l, head_dim] that rotate q and k (models/rotary.py).
+    """
     cfg = self.config
     query_proj, key_proj, value_proj = qkv_dense(cfg, self.dtype)
     q = constrain(query_proj(x if query is None else query), HEAD_ACTIVATION)
     k, v = constrain(key_proj(x), HEAD_ACTIVATION), constrain(value_proj(x), HEAD_ACTIVATION)
+    if rotary_tables is not None:
+      q, k = rotary.rotate(q, rotary_tables), rotary.rotate(k, rotary_tables)
     dropout = Dropout(cfg.attention_dropout_rate, cfg.dropout_impl) if cfg.attention_dropout_rate else None
     # Only when asked for (mutable "intermediates"): otherwise no probabilities are kept or computed.
     record = self.is_mutable_collection("intermediates")

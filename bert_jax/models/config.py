@@ -20,9 +20,9 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_pytho
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Architecture of one bidirectional encoder (BERT, RoBERTa, ALBERT, DeBERTa)."""
+  """Architecture of one bidirectional encoder (BERT, RoBERTa, ALBERT, DeBERTa, ModernBERT)."""
 
-  family: str = "bert"                      # bert | roberta | albert | deberta | deberta-v2 (HF model_type)
+  family: str = "bert"                      # bert | roberta | albert | deberta | deberta-v2 | modernbert (HF model_type)
   vocab_size: int = 30522                   # rows of the word-embedding table
   hidden_size: int = 768                    # width of the residual stream H
   num_layers: int = 12                      # transformer layers applied
@@ -44,6 +44,20 @@ class ModelConfig:
   embedding_projection: Literal["norm_then_project", "project_then_norm"] = "norm_then_project"  # ALBERT vs DeBERTa order
   mask_embeddings: bool = False             # DeBERTa multiplies embeddings by the padding mask
   mask_padded_queries: bool = False         # DeBERTa masks query rows too (padded rows then attend uniformly)
+
+  # Layer structure.
+  norm_position: Literal["post", "pre"] = "post"  # post: LN(x + f(x)) (BERT); pre: x + f(LN(x)) with a final
+                                            # norm, the first layer's attention norm being the embeddings' (ModernBERT)
+  norm_bias: bool = True                    # LayerNorm biases (ModernBERT: off)
+  attention_bias: bool = True               # biases of the q / k / v and output projections (ModernBERT: off)
+  mlp_bias: bool = True                     # biases of the feed-forward projections (ModernBERT: off)
+  mlp_type: Literal["standard", "glu"] = "standard"  # glu: wo(act(x Wi_in) * (x Wi_gate)), Wi twice as wide (GeGLU)
+
+  # Rotary positions and local attention (ModernBERT).
+  rotary_base: float = 0.0                  # > 0: rotary q / k on global layers with this base (no position table)
+  local_rotary_base: float = 0.0            # rotary base of the local layers (0: rotary_base)
+  local_attention: int = 0                  # > 0: local layers attend within |i - j| <= local_attention // 2
+  global_attn_every_n_layers: int = 1       # layer i is global when i % n == 0, local otherwise
 
   # Layer sharing (ALBERT).
   share_layers: Literal["none", "all", "attention", "ffn"] = "none"  # cross-layer parameter sharing
@@ -74,6 +88,8 @@ class ModelConfig:
   pooler: Literal["tanh", "none"] = "tanh"  # BERT/RoBERTa/ALBERT pooler on the first token
   mlm_act: str | None = None                # MLM transform activation; None = hidden_act
   mlm_transform_size: int | None = None     # MLM transform width; None = embedding_size or hidden_size
+  mlm_dense_bias: bool = True               # bias of the MLM transform's dense layer (ModernBERT: classifier_bias)
+  mlm_decoder_bias: bool = True             # the tied decoder's output bias (ModernBERT: decoder_bias)
   num_labels: int = 2                       # classes of the classification / tagging heads
   classifier_pooling: str = "pooler"        # sequence classification input: pooler (the tanh pooler where the
                                             # model has one, else the first token, as the reference heads) |
@@ -103,6 +119,20 @@ class ModelConfig:
                        "positions the encoder never saw) and share_layers='none'")
     if self.classifier_pooling not in ("pooler", "cls", "mean"):
       raise ValueError(f"model.classifier_pooling={self.classifier_pooling!r}: expected pooler, cls or mean")
+    if self.norm_position == "pre" and (self.share_layers != "none" or self.attention_type != "standard"
+                                        or self.emd_layers or self.conv_kernel_size):
+      raise ValueError("norm_position='pre' supports standard attention without layer sharing, emd_layers or "
+                       "conv_kernel_size")
+    if self.norm_position == "pre" and self.scan_layers:
+      raise ValueError("model.scan_layers is not supported with norm_position='pre' (the first layer has no "
+                       "attention norm, so the layers differ); set model.scan_layers=False")
+    if self.local_attention < 0 or self.global_attn_every_n_layers < 1:
+      raise ValueError(f"model.local_attention={self.local_attention} must be >= 0 and "
+                       f"model.global_attn_every_n_layers={self.global_attn_every_n_layers} >= 1")
+    if self.rotary_base < 0 or self.local_rotary_base < 0:
+      raise ValueError("model.rotary_base and model.local_rotary_base must be >= 0")
+    if self.rotary_base and self.dim_per_head % 2:
+      raise ValueError(f"rotary positions need an even head width; got {self.dim_per_head}")
     if self.remat_policy not in remat.NAMES:
       raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {remat.NAMES}")
 
@@ -130,9 +160,15 @@ class ModelConfig:
       return self.position_buckets
     return self.max_relative_positions if self.max_relative_positions >= 1 else self.max_position_embeddings
 
+  def is_local_layer(self, index: int) -> bool:
+    """Whether layer `index` attends within the sliding window (ModernBERT's local layers)."""
+    return self.local_attention > 0 and index % self.global_attn_every_n_layers != 0
+
   @property
   def max_length(self) -> int:
-    """Longest sequence the position table can hold (no limit: -1)."""
+    """Longest sequence the model takes: its position table, or max_position_embeddings with rotary (no limit: -1)."""
+    if self.rotary_base > 0:
+      return self.max_position_embeddings
     if self.position_ids == "absolute":
       return self.max_position_embeddings
     if self.position_ids == "roberta":

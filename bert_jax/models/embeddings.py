@@ -39,7 +39,7 @@ class Embeddings(nn.Module):
       # ALBERT projects after the norm, with a bias; DeBERTa before it, without.
       self.projection = Dense((cfg.hidden_size,), ("embed_factor", "embed"), use_bias=not project_first,
                               dtype=self.dtype)
-    self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype)
+    self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype, use_bias=cfg.norm_bias)
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_impl)
 
   def __call__(self, input_ids, token_type_ids=None, position_ids=None, input_mask=None, *,

@@ -1,8 +1,10 @@
-"""The transformer stack: post-LN layers, cross-layer sharing, scan/remat, DeBERTa's conv.
+"""The transformer stack: post- or pre-LN layers, cross-layer sharing, scan/remat, DeBERTa's conv.
 
-A layer is two blocks, each `LayerNorm(x + dropout(f(x)))`:
-  AttentionBlock: f = output projection of self-attention (standard or disentangled)
-  FeedForward:    f = wo(act(wi(x)))
+A layer is two blocks, each `LayerNorm(x + dropout(f(x)))` (post-LN, BERT) or
+`x + f(LayerNorm(x))` (pre-LN with a final norm, ModernBERT):
+  AttentionBlock: f = output projection of self-attention (standard or disentangled; rotary
+                  positions and a sliding window on local layers)
+  FeedForward:    f = wo(act(wi(x))), or wo(act(x Wi_in) * x Wi_gate) (GLU)
 ALBERT's sharing modes reuse one block instance across layers, so shared
 parameters exist once in the tree.
 """
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from bert_jax.models import remat
+from bert_jax.models import remat, rotary
 from bert_jax.models.attention import SelfAttention
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
@@ -24,25 +26,47 @@ from bert_jax.models.relative import DisentangledSelfAttention
 ATTENTION_CLASSES = {"standard": SelfAttention, "disentangled": DisentangledSelfAttention}
 
 class AttentionBlock(nn.Module):
-  """x [b, l, H] -> LayerNorm(x + dropout(W_o . attention(x)))."""
+  """x [b, l, H] -> LayerNorm(x + dropout(W_o . attention(x))), or x + dropout(W_o . attention(LayerNorm(x))).
+
+  The pre-norm form (ModernBERT) skips the norm in the first layer, whose input is the
+  embeddings' norm already. `local` layers attend within the sliding window and take the
+  local rotary tables. shared: what every layer reads (see `Encoder._shared_inputs`).
+  """
 
   config: ModelConfig
   dtype: jnp.dtype = jnp.float32
   deterministic: bool = True
+  first: bool = False
+  local: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, relative=None, query=None):
+  def __call__(self, x, mask, shared=None, query=None):
     cfg = self.config
+    pre = cfg.norm_position == "pre"
+    norm = lambda: LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm", use_bias=cfg.norm_bias)
+    h = norm()(x) if pre and not self.first else x
+    kind = "local" if self.local else "global"
+    extra = {}
+    if shared and f"rotary_{kind}" in shared:
+      extra["rotary_tables"] = shared[f"rotary_{kind}"]
+    if self.local:
+      mask = shared["local_mask"]
     context = ATTENTION_CLASSES[cfg.attention_type](cfg, self.dtype, name="self")(
-        x, mask, deterministic=self.deterministic, relative=relative, query=query)
-    out = Dense((cfg.hidden_size,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype, name="output")(context)
+        h, mask, deterministic=self.deterministic, relative=shared, query=query, **extra)
+    out = Dense((cfg.hidden_size,), ("heads", "kv", "embed"), in_dims=2, use_bias=cfg.attention_bias,
+                dtype=self.dtype, name="output")(context)
     out = checkpoint_name(out, "attention_out")
     out = Dropout(cfg.dropout_rate, cfg.dropout_impl)(out, deterministic=self.deterministic)
-    return LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")((x if query is None else query) + out)
+    if pre:
+      return x + out
+    return norm()((x if query is None else query) + out)
 
 
 class FeedForward(nn.Module):
-  """x [b, l, H] -> LayerNorm(x + dropout(wo(act(wi(x)))))."""
+  """x [b, l, H] -> LayerNorm(x + dropout(wo(act(wi(x))))), or x + wo(dropout(act(wi(LayerNorm(x))))).
+
+  With mlp_type="glu", wi is twice as wide and act(first half) * second half goes into wo (GeGLU).
+  """
 
   config: ModelConfig
   dtype: jnp.dtype = jnp.float32
@@ -51,11 +75,25 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    h = Dense((cfg.intermediate_size,), ("embed", "mlp"), dtype=self.dtype, name="wi")(x)
-    h = constrain(activation(cfg.hidden_act)(h), ("batch", "length", "act_mlp"))
-    h = Dense((cfg.hidden_size,), ("mlp", "embed"), dtype=self.dtype, name="wo")(h)
-    h = Dropout(cfg.dropout_rate, cfg.dropout_impl)(h, deterministic=self.deterministic)
-    return LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")(x + h)
+    pre = cfg.norm_position == "pre"
+    norm = lambda: LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm", use_bias=cfg.norm_bias)
+    glu = cfg.mlp_type == "glu"
+    width = cfg.intermediate_size * (2 if glu else 1)
+    h = Dense((width,), ("embed", "mlp"), use_bias=cfg.mlp_bias, dtype=self.dtype, name="wi")(norm()(x) if pre else x)
+    if glu:
+      h, gate = jnp.split(h, 2, axis=-1)
+      h = activation(cfg.hidden_act)(h) * gate
+    else:
+      h = activation(cfg.hidden_act)(h)
+    h = constrain(h, ("batch", "length", "act_mlp"))
+    dropout = Dropout(cfg.dropout_rate, cfg.dropout_impl)
+    if pre:  # ModernBERT drops out inside the block, before wo
+      h = dropout(h, deterministic=self.deterministic)
+    h = Dense((cfg.hidden_size,), ("mlp", "embed"), use_bias=cfg.mlp_bias, dtype=self.dtype, name="wo")(h)
+    if pre:
+      return x + h
+    h = dropout(h, deterministic=self.deterministic)
+    return norm()(x + h)
 
 
 class Layer(nn.Module):
@@ -66,12 +104,16 @@ class Layer(nn.Module):
   deterministic: bool = True
   attention: nn.Module | None = None
   mlp: nn.Module | None = None
+  index: int = -1               # position in the stack (-1: any; scanned and shared layers)
 
   @nn.compact
-  def __call__(self, x, mask, relative=None, query=None):
-    attention = self.attention or AttentionBlock(self.config, self.dtype, self.deterministic, name="attention")
-    mlp = self.mlp or FeedForward(self.config, self.dtype, self.deterministic, name="mlp")
-    x = mlp(attention(x, mask, relative, query))
+  def __call__(self, x, mask, shared=None, query=None):
+    cfg = self.config
+    attention = self.attention or AttentionBlock(cfg, self.dtype, self.deterministic, first=self.index == 0,
+                                                 local=self.index >= 0 and cfg.is_local_layer(self.index),
+                                                 name="attention")
+    mlp = self.mlp or FeedForward(cfg, self.dtype, self.deterministic, name="mlp")
+    x = mlp(attention(x, mask, shared, query))
     return constrain(x, ("batch", "length", "act_embed"))
 
 
@@ -81,8 +123,8 @@ class ScanLayer(Layer):
   emit_states: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, relative=None):
-    x = super().__call__(x, mask, relative)
+  def __call__(self, x, mask, shared=None):
+    x = super().__call__(x, mask, shared)
     return x, (x if self.emit_states else None)
 
 
@@ -119,18 +161,15 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, input_mask, *, output_hidden_states: bool = False,
-               emd_positions: jax.Array | None = None):
+               emd_positions: jax.Array | None = None, positions: jax.Array | None = None):
     """-> (hidden [b, l, H], all states [layers + 1, b, l, H] or None, decoder output [b, l, H] or None).
 
-    emd_positions [1 | b, l, H]: also run the enhanced mask decoder (DeBERTa pretraining).
+    mask [b, 1, 1 | l, l] bool; emd_positions [1 | b, l, H]: also run the enhanced mask decoder
+    (DeBERTa pretraining); positions [b | 1, l] int: the rotary positions (models with rotary_base).
+    With pre-LN layers the hidden output, and the last state, is the final norm of the last layer's output.
     """
     cfg = self.config
-    relative = None
-    if cfg.attention_type == "disentangled" and cfg.relative_attention:
-      table = Embed(2 * cfg.relative_span, cfg.hidden_size, ("relpos", "embed"), name="rel_embeddings").embedding
-      if cfg.norm_rel_embeddings:
-        table = LayerNorm(cfg.layer_norm_eps, jnp.float32, name="rel_norm")(table)
-      relative = {"embeddings": table}
+    shared = self._shared_inputs(mask, positions)
 
     layer_cls = Layer
     if cfg.remat_policy != "none":
@@ -139,38 +178,65 @@ class Encoder(nn.Module):
 
     states, decoded = [x], None
     if cfg.share_layers == "all":
-      x, states = self._albert_groups(x, mask, relative, make, states)
+      x, states = self._albert_groups(x, mask, shared, make, states)
     elif cfg.scan_layers:
       if cfg.conv_kernel_size:
         raise ValueError("scan_layers does not support conv_kernel_size > 0 (the conv follows layer 0 only)")
-      x, states = self._scanned(x, mask, relative, states, output_hidden_states)
+      x, states = self._scanned(x, mask, shared, states, output_hidden_states)
     else:
-      shared = {}
+      blocks = {}
       if cfg.share_layers == "attention":
-        shared["attention"] = AttentionBlock(cfg, self.dtype, self.deterministic, name="shared_attention")
+        blocks["attention"] = AttentionBlock(cfg, self.dtype, self.deterministic, name="shared_attention")
       elif cfg.share_layers == "ffn":
-        shared["mlp"] = FeedForward(cfg, self.dtype, self.deterministic, name="shared_mlp")
+        blocks["mlp"] = FeedForward(cfg, self.dtype, self.deterministic, name="shared_mlp")
       conv = ConvLayer(cfg, self.dtype, self.deterministic, name="conv") if cfg.conv_kernel_size else None
       for i in range(cfg.num_layers):
-        layer = make(f"layer_{i}", **shared)
-        y = layer(x, mask, relative)
+        layer = make(f"layer_{i}", index=i, **blocks)
+        y = layer(x, mask, shared)
         if i == 0 and conv is not None:
           y = conv(x, y, input_mask)
         x = y
         states.append(x)
       if emd_positions is not None:
-        decoded = self._enhanced_mask_decoder(layer, states[-2], emd_positions, mask, relative)
+        decoded = self._enhanced_mask_decoder(layer, states[-2], emd_positions, mask, shared)
+    if cfg.norm_position == "pre":
+      x = LayerNorm(cfg.layer_norm_eps, self.dtype, name="final_norm", use_bias=cfg.norm_bias)(x)
+      states[-1] = x  # the reference reports the normed output as the last hidden state
     return x, (jnp.stack(states) if output_hidden_states else None), decoded
 
-  def _enhanced_mask_decoder(self, last_layer, hidden, positions, mask, relative):
+  def _shared_inputs(self, mask: jax.Array, positions: jax.Array | None) -> dict | None:
+    """What every layer reads besides its input and the mask, computed once per forward:
+
+    "embeddings": DeBERTa's relative-position table [2 span, H] (normed when configured);
+    "rotary_global" / "rotary_local": (cos, sin) [b | 1, l, head_dim] of the positions;
+    "local_mask": the mask [b, 1, l, l] of local layers, the sliding window within `mask`.
+    """
+    cfg = self.config
+    shared = {}
+    if cfg.attention_type == "disentangled" and cfg.relative_attention:
+      table = Embed(2 * cfg.relative_span, cfg.hidden_size, ("relpos", "embed"), name="rel_embeddings").embedding
+      if cfg.norm_rel_embeddings:
+        table = LayerNorm(cfg.layer_norm_eps, jnp.float32, name="rel_norm")(table)
+      shared["embeddings"] = table
+    if cfg.rotary_base > 0:
+      shared["rotary_global"] = rotary.rotary_tables(positions, cfg.dim_per_head, cfg.rotary_base)
+      shared["rotary_local"] = rotary.rotary_tables(positions, cfg.dim_per_head,
+                                                    cfg.local_rotary_base or cfg.rotary_base)
+    if cfg.local_attention > 0:
+      length = mask.shape[-1]
+      distance = jnp.abs(jnp.arange(length)[:, None] - jnp.arange(length)[None, :])
+      shared["local_mask"] = mask & (distance <= cfg.local_attention // 2)[None, None]
+    return shared or None
+
+  def _enhanced_mask_decoder(self, last_layer, hidden, positions, mask, shared):
     """DeBERTa's EMD: the last layer again, `emd_layers` times, keys/values from the layer below it and
     queries that start from absolute position embeddings plus those hidden states."""
     query = positions + hidden
     for _ in range(self.config.emd_layers):
-      query = last_layer(hidden, mask, relative, query)
+      query = last_layer(hidden, mask, shared, query)
     return query
 
-  def _albert_groups(self, x, mask, relative, make, states):
+  def _albert_groups(self, x, mask, shared, make, states):
     """ALBERT: step i runs group int(i / (num_layers / groups)), each group `inner_group_num` layers."""
     cfg = self.config
     groups = [[make(f"group_{g}_layer_{k}") for k in range(cfg.inner_group_num)]
@@ -178,11 +244,11 @@ class Encoder(nn.Module):
     for i in range(cfg.num_layers):
       # The reference's float division: 5 layers in 2 groups run groups 0,0,0,1,1.
       for layer in groups[int(i / (cfg.num_layers / cfg.num_hidden_groups))]:
-        x = layer(x, mask, relative)
+        x = layer(x, mask, shared)
         states.append(x)  # one state per applied layer, as the reference reports them
     return x, states
 
-  def _scanned(self, x, mask, relative, states, emit_states):
+  def _scanned(self, x, mask, shared, states, emit_states):
     cfg = self.config
     body = ScanLayer
     if cfg.remat_policy != "none":
@@ -192,5 +258,5 @@ class Encoder(nn.Module):
                       split_rngs={"params": True, "dropout": True},
                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: "layers"})
-    x, ys = scanned(cfg, self.dtype, self.deterministic, emit_states=emit_states, name="layers")(x, mask, relative)
+    x, ys = scanned(cfg, self.dtype, self.deterministic, emit_states=emit_states, name="layers")(x, mask, shared)
     return x, (states + list(ys) if emit_states else states)

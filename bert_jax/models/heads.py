@@ -1,7 +1,8 @@
 """Output heads and pooling.
 
 MLM: transform (dense -> act -> LayerNorm) then the word embeddings, tied, plus a
-bias: one class covers BERT, RoBERTa, ALBERT and DeBERTa (legacy and v3 heads).
+bias: one class covers BERT, RoBERTa, ALBERT, DeBERTa (legacy and v3 heads) and
+ModernBERT (whose dense and norm biases are optional).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ class MLMHead(nn.Module):
   def __call__(self, x: jax.Array, embeddings: nn.Module) -> jax.Array:
     cfg = self.config
     width = cfg.mlm_transform_size or cfg.embed_dim
-    x = Dense((width,), ("embed", "embed_out"), dtype=self.dtype, name="dense")(x)
+    x = Dense((width,), ("embed", "embed_out"), use_bias=cfg.mlm_dense_bias, dtype=self.dtype, name="dense")(x)
     x = activation(cfg.mlm_act or cfg.hidden_act)(x)
-    x = LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")(x)
-    bias = param_with_axes(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
-    logits = embeddings.attend(x)
-    return (logits.astype(jnp.float32) + bias)
+    x = LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm", use_bias=cfg.norm_bias)(x)
+    logits = embeddings.attend(x).astype(jnp.float32)
+    if cfg.mlm_decoder_bias:
+      logits = logits + param_with_axes(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
+    return logits
 
 
 class Pooler(nn.Module):

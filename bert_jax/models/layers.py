@@ -104,17 +104,19 @@ class LayerNorm(nn.Module):
   epsilon: float = 1e-12
   dtype: jnp.dtype = jnp.float32
   axis_name: str = "norm"
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     features = x.shape[-1]
     scale = param_with_axes(self, "scale", nn.initializers.ones, (features,), (self.axis_name,))
-    bias = param_with_axes(self, "bias", nn.initializers.zeros, (features,), (self.axis_name,))
     x = x.astype(jnp.float32)
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
-    return (y * scale + bias).astype(self.dtype)
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale
+    if self.use_bias:
+      y = y + param_with_axes(self, "bias", nn.initializers.zeros, (features,), (self.axis_name,))
+    return y.astype(self.dtype)
 
 
 def constrain(x: jax.Array, axes: Axes) -> jax.Array:

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax.models import rotary
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.embeddings import Embeddings
 from bert_jax.models.encoder import Encoder
@@ -144,8 +145,17 @@ class EncoderModel(nn.Module):
     mask = attention_mask_4d(attention_mask, segment_ids, self.config.mask_padded_queries)
     x = self.embeddings(input_ids, token_type_ids, position_ids, attention_mask, deterministic=self.deterministic)
     emd = self.head_module.decoder_positions(input_ids.shape[1]) if self.head_module is not None else None
+    rotary_positions = None
+    if self.config.rotary_base > 0:
+      # Packed rows restart their positions per segment (the padding-free layout ModernBERT trains with).
+      if position_ids is not None:
+        rotary_positions = position_ids
+      elif segment_ids is not None:
+        rotary_positions = rotary.segment_positions(segment_ids)
+      else:
+        rotary_positions = jnp.arange(input_ids.shape[1], dtype=jnp.int32)[None]
     x, states, decoded = self.encoder(x, mask, attention_mask, output_hidden_states=output_hidden_states,
-                                      emd_positions=emd)
+                                      emd_positions=emd, positions=rotary_positions)
     pooled = self.pooler(x) if self.uses_pooler else None
     head_outputs = {}
     if self.head_module is not None:

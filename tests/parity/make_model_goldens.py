@@ -39,7 +39,7 @@ from safetensors import safe_open  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 HF_DIR = REPO / "tests" / "testdata" / "hf"
 MINILM_DIR = REPO / "tests" / "testdata" / "minilm"
-DEV_TSV = REPO / "data" / "movie_sentiment.dev.tsv"
+DEV_TSV = REPO / "bert_jax" / "assets" / "data" / "movie_sentiment.dev.tsv"
 
 BATCH = 3
 INIT_STD = 0.2
@@ -53,6 +53,7 @@ SPECIAL = {
     "roberta": dict(pad=1, cls=0, sep=2, first=4),
     "deberta": dict(pad=0, cls=1, sep=2, first=4),
     "deberta-v2": dict(pad=0, cls=1, sep=2, first=4),
+    "modernbert": dict(pad=3, cls=1, sep=2, first=5),
 }
 
 # ---------------------------------------------------------------------------
@@ -223,6 +224,31 @@ CASES: dict[str, dict] = {
     ),
 }
 
+# ModernBERT: rows longer than the local window (so local and global layers differ), both
+# rotary bases, every bias switch, a global layer every 3rd and every 2nd layer.
+CASES.update({
+    "modernbert": dict(
+        family="modernbert", seq_len=29, base=True,
+        config=dict(vocab_size=211, hidden_size=48, num_hidden_layers=4, num_attention_heads=4,
+                    intermediate_size=56, hidden_activation="gelu", max_position_embeddings=64,
+                    local_attention=8, global_attn_every_n_layers=3, norm_eps=1e-5,
+                    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 160000.0},
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                    pad_token_id=3, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2),
+    ),
+    "modernbert_biases": dict(
+        family="modernbert", seq_len=24,
+        config=dict(vocab_size=157, hidden_size=36, num_hidden_layers=3, num_attention_heads=3,
+                    intermediate_size=45, hidden_activation="silu", max_position_embeddings=40,
+                    local_attention=6, global_attn_every_n_layers=2, norm_eps=1e-6, norm_bias=True,
+                    attention_bias=True, mlp_bias=True, classifier_bias=True, decoder_bias=False,
+                    classifier_activation="gelu_new",
+                    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 500.0},
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}},
+                    pad_token_id=3, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2),
+    ),
+})
+
 FAMILIES = {
     # family: (config class, MLM class, base class, base attribute, has pooler)
     "bert": ("BertConfig", "BertForMaskedLM", "BertModel", "bert", True),
@@ -230,7 +256,10 @@ FAMILIES = {
     "albert": ("AlbertConfig", "AlbertForMaskedLM", "AlbertModel", "albert", True),
     "deberta": ("DebertaConfig", "DebertaForMaskedLM", "DebertaModel", "deberta", False),
     "deberta-v2": ("DebertaV2Config", "DebertaV2ForMaskedLM", "DebertaV2Model", "deberta", False),
+    "modernbert": ("ModernBertConfig", "ModernBertForMaskedLM", "ModernBertModel", "model", False),
 }
+# Pre-LN families: the last hidden state is the final norm of the last layer's output.
+FINAL_NORM = ("modernbert",)
 
 
 def _seed(name: str) -> int:
@@ -272,15 +301,16 @@ def make_inputs(family: str, config, seq_len: int, seed: int) -> dict[str, np.nd
         ids[b, 0] = sp["cls"]
         ids[b, n - 1] = sp["sep"]
         mask[b, :n] = 1
-        if config.type_vocab_size > 1 and b != 1:
+        if getattr(config, "type_vocab_size", 0) > 1 and b != 1:
             half = n // 2
             types[b, half:n] = rng.integers(0, config.type_vocab_size, size=n - half)
     return dict(input_ids=ids, attention_mask=mask, token_type_ids=types,
                 lengths=np.asarray(lengths, dtype=np.int32))
 
 
-def _torch_inputs(inp: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(inp[k].astype(np.int64)) for k in ("input_ids", "attention_mask", "token_type_ids")}
+def _torch_inputs(inp: dict[str, np.ndarray], family: str = "bert") -> dict[str, torch.Tensor]:
+    keys = ("input_ids", "attention_mask") + (() if family in FINAL_NORM else ("token_type_ids",))
+    return {k: torch.from_numpy(inp[k].astype(np.int64)) for k in keys}
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -301,10 +331,11 @@ def build_case(name: str, spec: dict) -> list[tuple[str, Path]]:
     inp = make_inputs(family, config, spec["seq_len"], _seed(name) + 1)
     _check_ties(model, family, config)
     with torch.no_grad():
-        out = model(**_torch_inputs(inp), output_hidden_states=True, return_dict=True)
-        base_out = getattr(model, base_attr)(**_torch_inputs(inp), output_hidden_states=True, return_dict=True)
+        out = model(**_torch_inputs(inp, family), output_hidden_states=True, return_dict=True)
+        base_out = getattr(model, base_attr)(**_torch_inputs(inp, family), output_hidden_states=True, return_dict=True)
     hs = torch.stack(out.hidden_states)
-    assert torch.equal(base_out.last_hidden_state, hs[-1]), name
+    if family not in FINAL_NORM:
+        assert torch.equal(base_out.last_hidden_state, hs[-1]), name
     assert torch.equal(torch.stack(base_out.hidden_states), hs), name
     golden = dict(
         input_ids=inp["input_ids"], attention_mask=inp["attention_mask"],
@@ -319,20 +350,20 @@ def build_case(name: str, spec: dict) -> list[tuple[str, Path]]:
 
     # ---- bare model with pooler ------------------------------------------------
     if spec.get("base"):
-        assert has_pooler
         bname = f"{name}_base"
         torch.manual_seed(_seed(bname))
         base = getattr(transformers, base_cls)(config).eval().float()  # add_pooling_layer=True
         randomize_(base, _seed(bname))
         inp = make_inputs(family, config, spec["seq_len"], _seed(bname) + 1)
         with torch.no_grad():
-            bo = base(**_torch_inputs(inp), output_hidden_states=True, return_dict=True)
-        assert bo.pooler_output is not None
+            bo = base(**_torch_inputs(inp, family), output_hidden_states=True, return_dict=True)
+        assert (getattr(bo, "pooler_output", None) is not None) == has_pooler
+        pooled = dict(pooler_output=_np(bo.pooler_output)) if has_pooler else {}
         golden = dict(
             input_ids=inp["input_ids"], attention_mask=inp["attention_mask"],
             token_type_ids=inp["token_type_ids"], lengths=inp["lengths"],
             last_hidden_state=_np(bo.last_hidden_state), hidden_states=_np(torch.stack(bo.hidden_states)),
-            pooler_output=_np(bo.pooler_output),
+            **pooled,
             pad_id=np.int32(SPECIAL[family]["pad"]), cls_id=np.int32(SPECIAL[family]["cls"]),
             sep_id=np.int32(SPECIAL[family]["sep"]),
         )
@@ -350,6 +381,9 @@ def _check_ties(model, family, config) -> None:
         head = model.lm_head
     elif family == "albert":
         head = model.predictions
+    elif family == "modernbert":
+        assert model.decoder.weight is emb, "decoder weight not tied to word embeddings"
+        return
     elif getattr(config, "legacy", True):
         head = model.cls.predictions
     else:  # non-legacy DeBERTa head: matmul with the word embeddings inside forward.
@@ -378,7 +412,8 @@ def verify(written: list[tuple[str, Path]]) -> list[str]:
     lines = []
     for name, folder in written:
         g = np.load(folder / "golden.npz")
-        ti = {k: torch.from_numpy(g[k].astype(np.int64)) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        family = CASES[name.removesuffix("_base")]["family"]
+        ti = _torch_inputs({k: g[k] for k in ("input_ids", "attention_mask", "token_type_ids")}, family)
         is_base = name.endswith("_base")
         auto = transformers.AutoModel if is_base else transformers.AutoModelForMaskedLM
         m, info = auto.from_pretrained(folder, attn_implementation="eager", output_loading_info=True)
@@ -389,7 +424,8 @@ def verify(written: list[tuple[str, Path]]) -> list[str]:
             o = m(**ti, output_hidden_states=True, return_dict=True)
         if is_base:
             assert np.array_equal(_np(o.last_hidden_state), g["last_hidden_state"]), name
-            assert np.array_equal(_np(o.pooler_output), g["pooler_output"]), name
+            if "pooler_output" in g:
+                assert np.array_equal(_np(o.pooler_output), g["pooler_output"]), name
         else:
             assert np.array_equal(_np(o.logits), g["logits"]), name
             assert np.array_equal(_np(torch.stack(o.hidden_states)), g["hidden_states"]), name
