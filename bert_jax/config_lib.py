@@ -55,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 1e-4  # peak learning rate
   c.optimizer.warmup_steps = 1_000  # linear warmup (or warmup_ratio * total_steps when > 0)
   c.optimizer.warmup_ratio = 0.0  # overrides warmup_steps when > 0
-  c.optimizer.schedule = "linear"  # decay after warmup: linear | cosine | polynomial | constant
+  c.optimizer.schedule = "linear"  # decay after warmup: linear | cosine | polynomial | constant | wsd
+  c.optimizer.decay_ratio = 0.1   # wsd: the last fraction of the steps, decaying as 1 - sqrt (before: constant)
   c.optimizer.end_learning_rate = 0.0  # learning rate at total_steps
   c.optimizer.power = 1.0         # polynomial decay power
   c.optimizer.weight_decay = 0.01  # decoupled weight decay (not on LayerNorm, biases)

@@ -18,13 +18,31 @@ import optax
 _DECAYED = ("kernel", "embedding", "head_logits_proj", "head_weights_proj")
 
 
+def warmup_stable_decay(peak: float, end: float, stable_steps: int, decay_steps: int) -> optax.Schedule:
+  """`peak` for stable_steps, then 1 - sqrt decay to `end` over decay_steps (ModernBERT's trapezoid)."""
+  def schedule(count):
+    progress = jnp.clip((count - stable_steps) / max(decay_steps, 1), 0.0, 1.0)
+    return end + (peak - end) * (1.0 - jnp.sqrt(progress))
+  return schedule
+
+
 def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup to `learning_rate`, then linear / cosine / polynomial decay (or constant)."""
+  """Linear warmup to `learning_rate`, then linear / cosine / polynomial decay, constant, or wsd.
+
+  wsd (warmup-stable-decay): constant after the warmup until the last `decay_ratio` of the
+  steps, which decay as 1 - sqrt to `end_learning_rate`.
+  """
   warmup = int(opt.warmup_ratio * total_steps) if opt.get("warmup_ratio", 0.0) > 0 else int(opt.warmup_steps)
   warmup = min(warmup, max(total_steps, 1))
   peak, end = float(opt.learning_rate), float(opt.end_learning_rate)
   decay_steps = max(total_steps - warmup, 1)
-  if opt.schedule == "linear":
+  if opt.schedule == "wsd":
+    ratio = float(opt.get("decay_ratio", 0.1))
+    if not 0.0 <= ratio <= 1.0:
+      raise ValueError(f"config.optimizer.decay_ratio={ratio}: expected a fraction in [0, 1]")
+    tail = min(int(round(ratio * total_steps)), decay_steps)
+    decay = warmup_stable_decay(peak, end, decay_steps - tail, tail)
+  elif opt.schedule == "linear":
     decay = optax.linear_schedule(peak, end, decay_steps)
   elif opt.schedule == "cosine":
     decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=end / peak if peak else 0.0)
@@ -33,7 +51,8 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
   elif opt.schedule == "constant":
     decay = optax.constant_schedule(peak)
   else:
-    raise ValueError(f"config.optimizer.schedule={opt.schedule!r}: expected linear, cosine, polynomial or constant")
+    raise ValueError(f"config.optimizer.schedule={opt.schedule!r}: expected linear, cosine, polynomial, constant "
+                     "or wsd")
   if warmup == 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])

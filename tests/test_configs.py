@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 from bert_jax import config_lib
-from bert_jax.models import albert, bert, count_backbone_params
+from bert_jax.models import albert, bert, count_backbone_params, modernbert
 from tests.conftest import REPO
 
 # BertModel / RobertaModel / AlbertModel / DebertaV2Model as transformers counts them.
@@ -15,6 +15,7 @@ REFERENCE = {
     "albert-base": 11_683_584, "albert-large": 17_683_968, "albert-xlarge": 58_724_864,
     "albert-xxlarge": 222_595_584,
     "deberta-base": 183_831_552, "deberta-large": 434_012_160,
+    "modernbert-base": 149_014_272, "modernbert-large": 394_781_696,  # ModernBertModel
 }
 
 
@@ -29,6 +30,10 @@ def closed_form(family: str, size: str) -> int:
   """Count written from the architectures (embeddings + layers + pooler), independent of the model code."""
   def layer(h, i):
     return 4 * (h * h + h) + 2 * (2 * h) + (h * i + i) + (i * h + h)
+  if family == "modernbert":
+    # No biases; norms without bias; no norm before the first layer's attention; a final norm; GLU Wi.
+    layers, h, _, i = modernbert.SIZES[size]
+    return 50368 * h + h + layers * (h * 3 * h + h * h + h * 2 * i + i * h + 2 * h) - h + h
   if family == "albert":
     layers, h, _, i = albert.SIZES[size]
     e, v, p = 128, 30000, 512
@@ -43,7 +48,8 @@ def closed_form(family: str, size: str) -> int:
   return 128100 * h + 2 * h + 512 * h + 2 * h + layers * layer(h, i)
 
 
-STANDARD = [(f, s) for f in ("bert", "roberta", "deberta") for s in bert.SIZES] + [("albert", s) for s in albert.SIZES]
+STANDARD = ([(f, s) for f in ("bert", "roberta", "deberta") for s in bert.SIZES] + [("albert", s) for s in albert.SIZES]
+            + [("modernbert", s) for s in modernbert.SIZES])
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
@@ -58,12 +64,13 @@ def test_every_standard_config_has_the_reference_count(family, size):
   assert count == REFERENCE.get(f"{family}-{size}", closed_form(family, size))
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "albert", "deberta"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert", "deberta", "modernbert"])
 def test_standard_vocabulary_fits_the_bundled_tokenizer(family):
   from bert_jax.data.tokenizers import check_fits, load_tokenizer
   config = load_config("pretrain", f"{family}-base")
   check_fits(load_tokenizer(config.data.tokenizer), config.model.vocab_size)
-  assert config.model.vocab_size == {"bert": 30522, "roberta": 50265, "albert": 30000, "deberta": 128100}[family]
+  assert config.model.vocab_size == {"bert": 30522, "roberta": 50265, "albert": 30000, "deberta": 128100,
+                                     "modernbert": 50368}[family]
 
 
 def test_unknown_model_key_is_named():

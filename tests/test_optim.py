@@ -31,6 +31,19 @@ def test_schedules_by_hand(schedule, at_60):
   assert float(lr(100)) == pytest.approx(0.0 if schedule != "constant" else 1.0, abs=1e-6)
 
 
+def test_warmup_stable_decay_by_hand():
+  """ModernBERT's trapezoid: warmup, the peak until the last decay_ratio of the steps, then 1 - sqrt."""
+  lr = optim.learning_rate_schedule(opt_config(learning_rate=2.0, warmup_steps=10, schedule="wsd", decay_ratio=0.2,
+                                               end_learning_rate=0.5), total_steps=100)
+  np.testing.assert_allclose(float(lr(5)), 1.0, rtol=1e-6)
+  for step in (10, 50, 80):
+    np.testing.assert_allclose(float(lr(step)), 2.0, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(90)), 0.5 + 1.5 * (1 - np.sqrt(0.5)), rtol=1e-6)
+  np.testing.assert_allclose(float(lr(100)), 0.5, rtol=1e-6)
+  with pytest.raises(ValueError, match="decay_ratio"):
+    optim.learning_rate_schedule(opt_config(schedule="wsd", decay_ratio=1.5), total_steps=100)
+
+
 def test_warmup_ratio_overrides_steps():
   lr = optim.learning_rate_schedule(opt_config(learning_rate=1.0, warmup_steps=1000, warmup_ratio=0.1,
                                                schedule="constant"), total_steps=200)

@@ -90,7 +90,7 @@ for family in configs.FAMILIES:
 print(json.dumps(seen))
 """
   seen = json.loads(_run([python, "-c", script], work, env).strip().splitlines()[-1])
-  assert len(seen) == 22 and all(files == ["austen.txt.gz", "kjv.txt.gz"] for files in seen.values())
+  assert len(seen) == 27 and all(files == ["austen.txt.gz", "kjv.txt.gz"] for files in seen.values())
 
 
 @pytest.mark.parametrize("config", ["configs/pretrain.py:bert-tiny", "configs/pretrain.py:roberta-tiny",
