@@ -69,7 +69,7 @@ def read_hf_config(path: str) -> dict[str, Any]:
 
 
 def _has_pooler(state: Mapping[str, np.ndarray], family: str) -> bool:
-  prefix = hf_params.PREFIXES[family] + "."
+  prefix = hf_params.prefix(family) + "."
   return any(k.removeprefix(prefix).startswith("pooler.") or k.removeprefix(prefix) in ("pooler.weight",)
              for k in state)
 

@@ -1,0 +1,123 @@
+"""BERT (`bert`): the config fields and layer names the other post-LN families build on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bert_jax.convert.keys import Entry, dense, embed, norm
+from bert_jax.models.config import ModelConfig
+
+MODEL_TYPES = ("bert",)
+PREFIX = "bert"
+ARCHITECTURES = {("bert", None): "BertModel", ("bert", "mlm"): "BertForMaskedLM",
+                 ("bert", "pretraining"): "BertForPreTraining"}
+
+
+def common_config(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
+  """The ModelConfig fields every BERT-style config.json names the same way."""
+  position_type = hf.get("position_embedding_type", "absolute")
+  if position_type not in (None, "absolute"):
+    raise ValueError(f"{source}: position_embedding_type={position_type!r} is not supported (only 'absolute')")
+  common = dict(
+      family=hf["model_type"],
+      vocab_size=hf["vocab_size"],
+      hidden_size=hf["hidden_size"],
+      num_layers=hf["num_hidden_layers"],
+      num_heads=hf["num_attention_heads"],
+      intermediate_size=hf["intermediate_size"],
+      hidden_act=hf.get("hidden_act", "gelu"),
+      max_position_embeddings=hf.get("max_position_embeddings", 512),
+      type_vocab_size=hf.get("type_vocab_size", 2),
+      layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+      pad_token_id=hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0,
+      dropout_rate=hf.get("hidden_dropout_prob", 0.1),
+      attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
+  )
+  if not isinstance(common["hidden_act"], str):
+    raise ValueError(f"{source}: hidden_act must be a string, got {common['hidden_act']!r}")
+  return common
+
+
+def common_hf_config(cfg: ModelConfig) -> dict[str, Any]:
+  """The config.json fields of a BERT-style model."""
+  return dict(
+      vocab_size=cfg.vocab_size,
+      hidden_size=cfg.hidden_size,
+      num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads,
+      intermediate_size=cfg.intermediate_size,
+      hidden_act=cfg.hidden_act,
+      max_position_embeddings=cfg.max_position_embeddings,
+      type_vocab_size=cfg.type_vocab_size,
+      layer_norm_eps=cfg.layer_norm_eps,
+      pad_token_id=cfg.pad_token_id,
+      hidden_dropout_prob=cfg.dropout_rate,
+      attention_probs_dropout_prob=cfg.attention_dropout_rate,
+      initializer_range=0.02,
+      tie_word_embeddings=True,
+  )
+
+
+def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = None) -> ModelConfig:
+  return ModelConfig(**common_config(hf, source))
+
+
+def hf_config(cfg: ModelConfig, legacy: bool = True) -> dict[str, Any]:
+  return common_hf_config(cfg)
+
+
+def embedding_entries(cfg: ModelConfig) -> list[Entry]:
+  out = embed(("embeddings", "word_embeddings"), "embeddings.word_embeddings")
+  if cfg.position_ids != "none":
+    out += embed(("embeddings", "position_embeddings"), "embeddings.position_embeddings")
+  if cfg.type_vocab_size > 0:
+    out += embed(("embeddings", "token_type_embeddings"), "embeddings.token_type_embeddings")
+  return out + norm(("embeddings", "norm"), "embeddings.LayerNorm")
+
+
+def attention_entries(cfg: ModelConfig, a: tuple[str, ...], hf: str) -> list[Entry]:
+  """BERT's q / k / v projections (`attention.self.{query,key,value}`)."""
+  out = []
+  for name in ("query", "key", "value"):
+    out += dense((*a, "self", name), f"{hf}.attention.self.{name}", "heads_in")
+  return out
+
+
+def layer_entries(cfg: ModelConfig, ours: tuple[str, ...], hf: str, attention=attention_entries) -> list[Entry]:
+  """One post-LN layer `encoder.layer.{i}`; `attention` gives the self-attention's own entries."""
+  a = (*ours, "attention")
+  out = attention(cfg, a, hf)
+  out += dense((*a, "output"), f"{hf}.attention.output.dense", "heads_out")
+  out += norm((*a, "norm"), f"{hf}.attention.output.LayerNorm")
+  out += dense((*ours, "mlp", "wi"), f"{hf}.intermediate.dense")
+  out += dense((*ours, "mlp", "wo"), f"{hf}.output.dense")
+  out += norm((*ours, "mlp", "norm"), f"{hf}.output.LayerNorm")
+  return out
+
+
+def mlm_entries(dense_key: str, norm_key: str, bias_key: str) -> list[Entry]:
+  """The MLM transform and decoder bias (the decoder weight is the word embeddings)."""
+  return (dense(("mlm", "dense"), dense_key, backbone=False) + norm(("mlm", "norm"), norm_key, backbone=False)
+          + [Entry(("mlm", "bias"), bias_key, "copy", backbone=False)])
+
+
+def head_entries(cfg: ModelConfig, head: str | None, with_pooler: bool, mlm: list[Entry], pair_key: str,
+                 pooler_key: str = "pooler.dense") -> list[Entry]:
+  """Pooler, MLM head and the NSP / SOP classifier, as the heads ask."""
+  out = dense(("pooler", "dense"), pooler_key) if with_pooler else []
+  if head in ("mlm", "pretraining"):
+    out += mlm
+  if head == "pretraining":
+    out += dense(("pair_classifier", "dense"), pair_key, backbone=False)
+  elif head is not None and head != "mlm":
+    raise ValueError(f"Hugging Face conversion of head={head!r} is not supported for {cfg.family}")
+  return out
+
+
+def key_table(cfg: ModelConfig, head: str | None, with_pooler: bool, legacy: bool = True) -> list[Entry]:
+  out = embedding_entries(cfg)
+  for i in range(cfg.num_layers):
+    out += layer_entries(cfg, ("encoder", f"layer_{i}"), f"encoder.layer.{i}")
+  mlm = mlm_entries("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias")
+  return out + head_entries(cfg, head, with_pooler, mlm, "cls.seq_relationship")
