@@ -40,7 +40,7 @@ from tokenizers import normalizers, pre_tokenizers, trainers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OUT_DIR = REPO / "tests" / "testdata" / "tokenizers"
-DATA = REPO / "data"
+DATA = REPO / "bert_jax" / "assets" / "data"
 
 # Text the corpus lacks, so the small vocabularies hold some accents, CJK and emoji.
 EXTRA_TRAINING_TEXT = [
@@ -114,6 +114,47 @@ def train_deberta_v3(folder: Path, lines: list[str]) -> None:
   write_json(folder / "tokenizer_config.json", {"tokenizer_class": "DebertaV2Tokenizer"})
 
 
+def train_xlm_roberta(folder: Path, lines: list[str]) -> None:
+  # XLM-R's sentencepiece.bpe.model layout: <unk>=0, <s>=1, </s>=2 (fairseq's ids are added on top).
+  _train_spm(folder, "sentencepiece.bpe.model", lines, unk_id=0, unk_piece="<unk>", bos_id=1, bos_piece="<s>",
+             eos_id=2, eos_piece="</s>", pad_id=-1)
+  write_json(folder / "tokenizer_config.json", {"tokenizer_class": "XLMRobertaTokenizer"})
+
+
+def train_mpnet(folder: Path, lines: list[str]) -> None:
+  # MPNet's vocab.txt: RoBERTa-style specials first, then a BERT WordPiece vocabulary with [UNK].
+  backend = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
+  backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+  backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  backend.train_from_iterator(lines, trainers.WordPieceTrainer(
+      vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"], show_progress=False))
+  vocab = backend.get_vocab()
+  (folder / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+  write_json(folder / "tokenizer_config.json", {"tokenizer_class": "MPNetTokenizer", "do_lower_case": True})
+
+
+def train_modernbert(folder: Path, lines: list[str]) -> None:
+  # A tokenizer.json laid out like ModernBERT's: byte-level BPE, [CLS] A [SEP] B [SEP] (types 0 / 1),
+  # a [MASK] that eats the space before it.
+  specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+  backend = tokenizers.Tokenizer(tokenizers.models.BPE())
+  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+  backend.decoder = tokenizers.decoders.ByteLevel()
+  backend.train_from_iterator(lines, trainers.BpeTrainer(
+      vocab_size=1000, special_tokens=[], show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  backend.add_special_tokens([tokenizers.AddedToken(t, lstrip=t == "[MASK]", normalized=False, special=True)
+                              for t in specials])
+  cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+  backend.post_processor = tokenizers.processors.TemplateProcessing(
+      single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+      special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+  backend.save(str(folder / "tokenizer.json"))
+  write_json(folder / "tokenizer_config.json", {
+      "tokenizer_class": "PreTrainedTokenizerFast", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+      "unk_token": "[UNK]", "mask_token": "[MASK]", "model_max_length": 8192})
+  write_json(folder / "config.json", {"model_type": "modernbert"})
+
+
 # name -> (train function, transformers class, the vocabulary files it writes)
 FOLDERS = {
     "bert_cased": (train_bert_cased, "BertTokenizer", ["vocab.txt"]),
@@ -121,6 +162,9 @@ FOLDERS = {
     "deberta_v1_bpe": (train_deberta_v1, "DebertaTokenizer", ["vocab.json", "merges.txt"]),
     "albert_spm": (train_albert, "AlbertTokenizer", ["spiece.model"]),
     "deberta_v3_spm": (train_deberta_v3, "DebertaV2Tokenizer", ["spm.model"]),
+    "xlm_roberta_spm": (train_xlm_roberta, "XLMRobertaTokenizer", ["sentencepiece.bpe.model"]),
+    "mpnet_wordpiece": (train_mpnet, "MPNetTokenizer", ["vocab.txt"]),
+    "modernbert_json": (train_modernbert, "PreTrainedTokenizerFast", ["tokenizer.json"]),
 }
 
 

@@ -4,7 +4,7 @@ Files are tried in this order (the first present wins):
   tokenizer.json              any family, as saved by the Rust library
   vocab.txt                   WordPiece (BERT)
   vocab.json + merges.txt     byte-level BPE (RoBERTa; DeBERTa-v1 by config)
-  spm.model / spiece.model / the one *.model    SentencePiece (DeBERTa-v2/v3, ALBERT)
+  spm.model / spiece.model / the one *.model    SentencePiece (DeBERTa-v2/v3, ALBERT, XLM-RoBERTa)
 
 Settings come from tokenizer_config.json (do_lower_case, strip_accents,
 tokenize_chinese_chars, keep_accents, add_prefix_space, *_token, ...),
@@ -130,13 +130,15 @@ def _from_vocab_txt(path: Path, config: _FolderConfig) -> Tokenizer:
           f"{path} looks cased (e.g. {cased[:3]}) but {config.folder} has no tokenizer_config.json "
           f"saying do_lower_case; add one with \"do_lower_case\": false (or true)"
       )
-  specials = config.specials(pipelines.BERT_SPECIALS)
+  mpnet = config.tokenizer_class == "MPNetTokenizer" or config.model_type == "mpnet"
+  specials = config.specials(pipelines.MPNET_SPECIALS if mpnet else pipelines.BERT_SPECIALS)
   backend = pipelines.wordpiece(
       vocab,
       specials,
       lowercase=bool(config.get("do_lower_case", True)),
       strip_accents=config.tokenizer.get("strip_accents"),
       tokenize_chinese_chars=bool(config.get("tokenize_chinese_chars", True)),
+      double_sep=mpnet,
   )
   config.add_extra_specials(backend)
   return Tokenizer(backend, kind="wordpiece", specials=specials, source=str(config.folder))
@@ -161,21 +163,22 @@ def _from_vocab_json(folder: Path, config: _FolderConfig) -> Tokenizer:
   return Tokenizer(backend, kind="bpe", specials=specials, source=str(folder))
 
 
+SPM_CLASSES = {"AlbertTokenizer": "albert", "DebertaV2Tokenizer": "deberta-v2", "XLMRobertaTokenizer": "xlm-roberta"}
+
+
 def _spm_family(model_file: Path, config: _FolderConfig) -> str:
-  """"albert" or "deberta-v2", from the config files or else the file name."""
+  """"albert", "deberta-v2" or "xlm-roberta", from the config files or else the file name."""
   if config.tokenizer_class:
-    if config.tokenizer_class == "AlbertTokenizer":
-      return "albert"
-    if config.tokenizer_class == "DebertaV2Tokenizer":
-      return "deberta-v2"
+    if config.tokenizer_class in SPM_CLASSES:
+      return SPM_CLASSES[config.tokenizer_class]
     raise ValueError(
         f"{config.folder}/tokenizer_config.json names tokenizer_class {config.tokenizer_class!r}; "
-        f"SentencePiece folders must be AlbertTokenizer or DebertaV2Tokenizer"
+        f"SentencePiece folders must be one of {sorted(SPM_CLASSES)}"
     )
-  if config.model_type in ("albert", "deberta-v2", "deberta"):
-    return "albert" if config.model_type == "albert" else "deberta-v2"
-  # The file names the reference classes use (ALBERT: spiece.model, DeBERTa-v2/v3: spm.model).
-  by_name = {"spiece.model": "albert", "spm.model": "deberta-v2"}
+  if config.model_type in ("albert", "deberta-v2", "deberta", "xlm-roberta"):
+    return {"deberta": "deberta-v2"}.get(config.model_type, config.model_type)
+  # The file names the reference classes use (ALBERT: spiece.model, DeBERTa-v2/v3: spm.model, XLM-R).
+  by_name = {"spiece.model": "albert", "spm.model": "deberta-v2", "sentencepiece.bpe.model": "xlm-roberta"}
   if model_file.name in by_name:
     return by_name[model_file.name]
   raise ValueError(
@@ -186,7 +189,13 @@ def _spm_family(model_file: Path, config: _FolderConfig) -> str:
 
 def _from_spm_model(model_file: Path, config: _FolderConfig) -> Tokenizer:
   spm = pipelines.SentencePieceModel.from_bytes(model_file.read_bytes())
-  albert = _spm_family(model_file, config) == "albert"
+  family = _spm_family(model_file, config)
+  if family == "xlm-roberta":
+    specials = config.specials(pipelines.XLM_ROBERTA_SPECIALS)
+    backend = pipelines.xlm_roberta_unigram(spm, specials, add_prefix_space=bool(config.get("add_prefix_space", True)))
+    config.add_extra_specials(backend)
+    return Tokenizer(backend, kind="sentencepiece", specials=specials, source=str(config.folder))
+  albert = family == "albert"
   specials = config.specials(pipelines.ALBERT_SPECIALS if albert else pipelines.DEBERTA_V2_SPECIALS)
   backend = pipelines.sentencepiece_unigram(
       spm,

@@ -4,9 +4,10 @@ Each builder mirrors what `transformers` (5.x, whose tokenizers are all built on
 the Rust library) assembles for one family, so ids, offsets and truncation are
 the library's own and not a re-implementation:
 
-- `wordpiece`: BERT (`BertTokenizer` from vocab.txt).
+- `wordpiece`: BERT and MPNet (`BertTokenizer` / `MPNetTokenizer` from vocab.txt).
 - `byte_level_bpe`: RoBERTa and DeBERTa-v1 (vocab.json + merges.txt).
 - `sentencepiece_unigram`: ALBERT and DeBERTa-v2/v3 (a SentencePiece .model).
+- `xlm_roberta_unigram`: XLM-RoBERTa (sentencepiece.bpe.model with fairseq's id offset).
 
 Special tokens are registered the way the reference does it: as special added
 tokens matched on the raw text (`normalized=False`) so "[MASK]" inside a
@@ -91,6 +92,11 @@ ALBERT_SPECIALS = SpecialTokens.of(
 DEBERTA_V2_SPECIALS = SpecialTokens.of(
     pad="[PAD]", unk="[UNK]", cls="[CLS]", sep="[SEP]", mask="[MASK]", bos="[CLS]", eos="[SEP]"
 )
+# MPNet: a BERT WordPiece vocabulary with RoBERTa-style specials.
+MPNET_SPECIALS = SpecialTokens.of(pad="<pad>", unk="[UNK]", cls="<s>", sep="</s>", bos="<s>", eos="</s>", mask="<mask>")
+XLM_ROBERTA_SPECIALS = SpecialTokens.of(
+    pad="<pad>", unk="<unk>", cls="<s>", sep="</s>", mask="<mask>", bos="<s>", eos="</s>"
+)
 
 
 def add_special_tokens(backend: tokenizers.Tokenizer, specials: SpecialTokens, *, keep_existing: bool = False) -> None:
@@ -109,12 +115,16 @@ def add_special_tokens(backend: tokenizers.Tokenizer, specials: SpecialTokens, *
     backend.add_special_tokens([token.added_token()])
 
 
-def bert_template(backend: tokenizers.Tokenizer, specials: SpecialTokens) -> processors.TemplateProcessing:
-  """`[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` with type ids 0 then 1."""
+def bert_template(backend: tokenizers.Tokenizer, specials: SpecialTokens, *,
+                  double_sep: bool = False) -> processors.TemplateProcessing:
+  """`[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` with type ids 0 then 1.
+
+  double_sep: pairs as `<s> A </s> </s> B </s>` with every type id 0 (MPNet, as RoBERTa).
+  """
   cls, sep = specials.content("cls"), specials.content("sep")
+  pair = f"{cls}:0 $A:0 {sep}:0 {sep}:0 $B:0 {sep}:0" if double_sep else f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1"
   return processors.TemplateProcessing(
-      single=f"{cls}:0 $A:0 {sep}:0",
-      pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+      single=f"{cls}:0 $A:0 {sep}:0", pair=pair,
       special_tokens=[(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))],
   )
 
@@ -126,10 +136,12 @@ def wordpiece(
     lowercase: bool = True,
     strip_accents: bool | None = None,
     tokenize_chinese_chars: bool = True,
+    double_sep: bool = False,
 ) -> tokenizers.Tokenizer:
   """BERT's pipeline: clean text, (lowercase + strip accents), CJK split, WordPiece `##`.
 
   strip_accents: None follows `lowercase`, as in the original BERT.
+  double_sep: MPNet's pair template (see `bert_template`).
   """
   backend = tokenizers.Tokenizer(tokenizers.models.WordPiece(dict(vocab), unk_token=specials.content("unk")))
   backend.normalizer = normalizers.BertNormalizer(
@@ -138,7 +150,7 @@ def wordpiece(
   backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
   backend.decoder = decoders.WordPiece(prefix="##")
   add_special_tokens(backend, specials)
-  backend.post_processor = bert_template(backend, specials)
+  backend.post_processor = bert_template(backend, specials, double_sep=double_sep)
   return backend
 
 
@@ -267,4 +279,31 @@ def sentencepiece_unigram(
   )
   add_special_tokens(backend, specials)
   backend.post_processor = bert_template(backend, specials)
+  return backend
+
+
+def xlm_roberta_unigram(spm: SentencePieceModel, specials: SpecialTokens, *,
+                        add_prefix_space: bool = True) -> tokenizers.Tokenizer:
+  """XLM-RoBERTa: fairseq's vocabulary over SentencePiece's pieces, as `transformers` converts it.
+
+  Ids 0-3 are <s>, <pad>, </s>, <unk>; SentencePiece's own first three pieces (<unk>, <s>, </s>)
+  give way to them and every other piece moves up by one; <mask> comes last. Only the model's
+  charsmap normalizes; words split on whitespace and start with `▁`.
+  """
+  if not spm.is_unigram:
+    raise ValueError("only SentencePiece unigram models are supported (the reference reads pieces as unigram)")
+  fairseq = [(specials.content(role), 0.0) for role in ("bos", "pad", "eos", "unk")]
+  vocab = fairseq + list(spm.pieces[3:]) + [(specials.content("mask"), 0.0)]
+  backend = tokenizers.Tokenizer(tokenizers.models.Unigram(vocab, unk_id=3, byte_fallback=False))
+  if spm.precompiled_charsmap:
+    backend.normalizer = normalizers.Precompiled(spm.precompiled_charsmap)
+  prepend_scheme = "always" if add_prefix_space else "never"
+  backend.pre_tokenizer = pre_tokenizers.Sequence(
+      [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend_scheme)])
+  backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend_scheme)
+  add_special_tokens(backend, specials)
+  bos, eos = specials.content("bos"), specials.content("eos")
+  backend.post_processor = processors.TemplateProcessing(
+      single=f"{bos}:0 $A:0 {eos}:0", pair=f"{bos}:0 $A:0 {eos}:0 {eos}:0 $B:0 {eos}:0",
+      special_tokens=[(bos, backend.token_to_id(bos)), (eos, backend.token_to_id(eos))])
   return backend
