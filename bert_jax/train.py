@@ -53,16 +53,19 @@ def init_from(path: str, cfg: ModelConfig, params, param_shardings):
   return jax.device_put(merged, param_shardings)
 
 
-def export_model(objective: Objective, params, path: str, tokenizer_dir: str) -> None:
-  """WORKDIR/model: a bert_jax checkpoint folder of what the objective keeps (what fine-tuning starts from).
+def export_model(objective: Objective, params, workdir: str, tokenizer_dir: str) -> list[str]:
+  """WORKDIR/model (what fine-tuning starts from) and any other folder the objective keeps, as bert_jax
+  checkpoint folders; returns their paths.
 
   Single-process runs only (see the caller). save_pretrained writes a temporary folder first:
   an earlier export stays until the new one is complete.
   """
-  exported = objective.export(params)
-  if exported is not None:
-    model, kept = exported
+  written = []
+  for name, (model, kept) in objective.export(params).items():
+    path = os.path.join(workdir, name)
     save_pretrained(path, model, jax.device_get(kept), tokenizer_from=tokenizer_dir)
+    written.append(path)
+  return written
 
 
 def compiled_flops(compiled) -> float | None:
@@ -183,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     on one process exports the final checkpoint (below).
     """
     if jax.process_count() == 1:
-      exporting.append(background.submit(export_model, objective, state.params, model_dir, config.data.tokenizer))
+      exporting.append(background.submit(export_model, objective, state.params, workdir, config.data.tokenizer))
 
   def step_fn(state: steps.TrainState, step: int):
     # Drawn here, not prefetched: a checkpoint after this step must record exactly this position.
@@ -206,8 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if not fileio.resolve(model_dir).exists():
         start_export(state)
     for future in exporting:
-      future.result()
-      progress.print(f"saved the trained model in {model_dir} (from_pretrained / init_from)")
+      for path in future.result():
+        progress.print(f"saved the trained model in {path} (from_pretrained / init_from)")
   finally:
     background.shutdown()
     checkpointer.close()

@@ -9,6 +9,7 @@ import pytest
 
 from bert_jax.models import build
 from bert_jax.tasks.pretrain.rtd import RTDObjective, replace_at
+from tests.test_train import corpus  # noqa: F401 - the small-corpus fixture
 
 
 def test_replace_at_by_hand():
@@ -64,3 +65,19 @@ def test_labels_mark_exactly_the_changed_tokens():
   # Sampled tokens that equal the original count as original: at most 3 replaced per row.
   assert 0 <= float(sums["replaced"]) <= 12
   assert float(sums["rtd_count"]) == 48
+
+
+def test_a_run_keeps_the_discriminator_and_the_generator(corpus, tmp_path):
+  """WORKDIR/model is the discriminator (head rtd), WORKDIR/generator the generator (head mlm); with
+  ELECTRA's sharing both hold the one word-embedding table."""
+  from bert_jax import train
+  from bert_jax.convert.pretrained import from_pretrained
+  from tests.test_train import quick_config
+  config = quick_config(corpus, total_steps=2, objective="rtd", **{"rtd.embedding_sharing": "shared"})
+  train.train_and_evaluate(config, str(tmp_path))
+  discriminator, d_params = from_pretrained(tmp_path / "model", head="rtd")
+  generator, g_params = from_pretrained(tmp_path / "generator", head="mlm")
+  assert generator.config.hidden_size == discriminator.config.hidden_size // 2
+  assert generator.config.embedding_size == discriminator.config.embed_dim
+  np.testing.assert_array_equal(d_params["embeddings"]["word_embeddings"]["embedding"],
+                                g_params["embeddings"]["word_embeddings"]["embedding"])

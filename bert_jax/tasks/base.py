@@ -11,7 +11,7 @@ calls these hooks, declared here with defaults that do nothing:
   prepare_batch(batch)                add what the step needs beyond the data (a teacher's outputs)
   initial_params(params, shardings)   adjust a fresh run's params (a student copied from its teacher)
   model_flops(batch, length, slots)   FLOPs of one step for MFU, or None (XLA's count of the step)
-  export(params)                      the (model, params) to save as WORKDIR/model, or None
+  export(params)                      {folder: (model, params)} to save in WORKDIR ("model", ...), or {}
 
 `forward` and `example_weights` are the two helpers every objective's `sums` uses.
 """
@@ -124,7 +124,8 @@ class Objective:
     del batch_size, length, predictions
     return None
 
-  def export(self, params) -> tuple[EncoderModel, Any] | None:
-    """(model, params) worth keeping after pretraining (WORKDIR/model), or None for nothing."""
+  def export(self, params) -> dict[str, tuple[EncoderModel, Any]]:
+    """What is worth keeping after pretraining: WORKDIR/<name> -> (model, params); "model" is what
+    fine-tuning starts from. Nothing by default."""
     del params
-    return None
+    return {}

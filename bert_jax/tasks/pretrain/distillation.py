@@ -207,8 +207,8 @@ class DistillationObjective(Objective):
     return {k: v for k, v in params.items() if k != PROJECTION}
 
   def export(self, params):
-    """(model, params) to save after training: the student with its MLM head, without the projection."""
-    return self.student[True], self.student_params(params)
+    """WORKDIR/model: the student with its MLM head, without the projection."""
+    return {"model": (self.student[True], self.student_params(params))}
 
   def save_student(self, path: str, params: Mapping, **kw) -> None:
     """save_pretrained of the student (head "mlm"), projection dropped; kw go to save_pretrained."""

@@ -56,8 +56,8 @@ class MLMObjective(Objective):
     return flops.train_flops(self.train_model.config, batch_size, length, predictions)
 
   def export(self, params):
-    """(model, params) to save after pretraining: the encoder with its MLM (and NSP/SOP) head."""
-    return self.eval_model, params
+    """WORKDIR/model: the encoder with its MLM (and NSP/SOP) head."""
+    return {"model": (self.eval_model, params)}
 
   def sums(self, params, batch, rng):
     model = self.train_model if rng is not None else self.eval_model

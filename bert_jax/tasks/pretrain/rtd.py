@@ -81,8 +81,10 @@ class RTDObjective(Objective):
     return params
 
   def export(self, params):
-    """(model, params) worth keeping after pretraining: the discriminator, with its embeddings resolved."""
-    return self.discriminator[True], self.discriminator_params(params)
+    """WORKDIR/model: the discriminator (the model kept), its embeddings resolved; WORKDIR/generator:
+    the generator with its MLM head (as ELECTRA releases both)."""
+    return {"model": (self.discriminator[True], self.discriminator_params(params)),
+            "generator": (self.generator[True], params["generator"])}
 
   def discriminator_params(self, params):
     if self.sharing == "none":
