@@ -5,7 +5,8 @@ import importlib.util
 import pytest
 
 from bert_jax import config_lib
-from bert_jax.models import albert, bert, count_backbone_params, modernbert
+from bert_jax.models import albert, bert, count_backbone_params, modernbert, mpnet
+from bert_jax.models import build, distilbert, electra, xlm_roberta
 from tests.conftest import REPO
 
 # BertModel / RobertaModel / AlbertModel / DebertaV2Model as transformers counts them.
@@ -16,6 +17,12 @@ REFERENCE = {
     "albert-xxlarge": 222_595_584,
     "deberta-base": 183_831_552, "deberta-large": 434_012_160,
     "modernbert-base": 149_014_272, "modernbert-large": 394_781_696,  # ModernBertModel
+    "xlm-roberta-base": 278_043_648, "xlm-roberta-large": 559_890_432,  # XLMRobertaModel, pooler included
+    "distilbert-base": 66_362_880,  # DistilBertModel
+    "electra-small": 13_483_008, "electra-base": 108_891_648, "electra-large": 334_092_288,  # ElectraModel
+    # MPNetModel of microsoft/mpnet-base's config.json (514 positions); MPNetConfig()'s own default of 512
+    # positions counts 2 x 768 fewer, 109,484,928.
+    "mpnet-base": 109_486_464,
 }
 
 
@@ -38,12 +45,26 @@ def closed_form(family: str, size: str) -> int:
     layers, h, _, i = albert.SIZES[size]
     e, v, p = 128, 30000, 512
     return v * e + p * e + 2 * e + 2 * e + (e * h + h) + layer(h, i) + (h * h + h)
+  if family == "mpnet":
+    # RoBERTa's positions without token types, MPNet's vocabulary, one bias table [32 buckets, heads].
+    layers, h, heads = mpnet.SIZES[size]
+    return 30527 * h + 514 * h + 2 * h + layers * layer(h, 4 * h) + 32 * heads + h * h + h
+  if family == "distilbert":
+    # BERT layers on word + position embeddings (no token types), no pooler.
+    layers, h, _, i = distilbert.SIZES[size]
+    return 30522 * h + 512 * h + 2 * h + layers * layer(h, i)
+  if family == "electra":
+    # BERT's embeddings E wide, an E -> H projection (with bias) only when E != H, BERT layers, no pooler.
+    layers, h, _, i, e = electra.SIZES[size]
+    return 30522 * e + 512 * e + 2 * e + 2 * e + (e * h + h if e != h else 0) + layers * layer(h, i)
   layers, h, _ = bert.SIZES[size]
   i = 4 * h
   if family == "bert":
     return 30522 * h + 512 * h + 2 * h + 2 * h + layers * layer(h, i) + h * h + h
   if family == "roberta":
     return 50265 * h + 514 * h + 1 * h + 2 * h + layers * layer(h, i) + h * h + h
+  if family == "xlm-roberta":  # RoBERTa with a 250,002-token vocabulary
+    return 250002 * h + 514 * h + 1 * h + 2 * h + layers * layer(h, i) + h * h + h
   # DeBERTa-v3: no absolute positions or token types; 2 x 256 relative rows with their LayerNorm; no pooler.
   return 128100 * h + 2 * h + 512 * h + 2 * h + layers * layer(h, i)
 
@@ -54,7 +75,7 @@ STANDARD = ([(f, s) for f in ("bert", "roberta", "deberta") for s in bert.SIZES]
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_closed_form_reproduces_reference(name):
-  assert closed_form(*name.split("-")) == REFERENCE[name]
+  assert closed_form(*name.rsplit("-", 1)) == REFERENCE[name]
 
 
 @pytest.mark.parametrize("family,size", STANDARD)
@@ -62,6 +83,22 @@ def test_every_standard_config_has_the_reference_count(family, size):
   config = load_config("pretrain", f"{family}-{size}")
   count = count_backbone_params(config_lib.model_config(config))
   assert count == REFERENCE.get(f"{family}-{size}", closed_form(family, size))
+
+
+@pytest.mark.parametrize("size", list(mpnet.SIZES))
+def test_mpnet_builder_has_the_reference_count(size):
+  # Not a configs/pretrain.py family yet: the builder's config directly.
+  assert count_backbone_params(mpnet.config(size)) == REFERENCE.get(f"mpnet-{size}", closed_form("mpnet", size))
+
+
+BUILT = ([("xlm-roberta", s) for s in xlm_roberta.SIZES] + [("distilbert", s) for s in distilbert.SIZES]
+         + [("electra", s) for s in electra.SIZES])
+
+
+@pytest.mark.parametrize("family,size", BUILT)
+def test_family_builder_has_the_reference_count(family, size):
+  # Not configs/pretrain.py families: the builders' configs directly.
+  assert count_backbone_params(build(family, size)) == REFERENCE[f"{family}-{size}"]
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "albert", "deberta", "modernbert"])

@@ -93,6 +93,21 @@ def test_order_is_kept_with_mixed_lengths(minilm_loaded, golden):
   _assert_matches(ours, golden["embeddings"][order])
 
 
+def test_mpnet_sentence_transformers_folder_matches():
+  """A random MPNet saved by sentence-transformers with mean Pooling and Normalize (tests/testdata/mpnet_st,
+  written by tests/parity/make_model_goldens.py): MPNet's tokenizer ids, then its embeddings."""
+  from bert_jax.data.tokenizers import load_tokenizer
+  folder = str(TESTDATA / "mpnet_st")
+  golden = dict(np.load(TESTDATA / "mpnet_st" / "golden.npz"))
+  texts = [str(s) for s in golden["sentences"]]
+  tokenizer = load_tokenizer(folder)
+  for text, ids, mask in zip(texts, golden["input_ids"], golden["attention_mask"]):
+    assert list(tokenizer.encode(text, max_length=96).ids) == ids[mask.astype(bool)].tolist(), text
+  # sentence-transformers 6 keeps max_seq_length (96) as tokenizer_config.json's model_max_length.
+  assert sentence_transformers.folder_defaults(folder, 512)["max_length"] == 96
+  _assert_matches(embed.embed_texts(folder, texts), golden["embeddings"])
+
+
 # -- packing ------------------------------------------------------------------------
 
 

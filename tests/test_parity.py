@@ -18,10 +18,19 @@ from bert_jax.convert.pretrained import export_hf, from_pretrained, load_hf
 HF = pathlib.Path(__file__).parent / "testdata" / "hf"
 CASES = sorted(p.name for p in HF.iterdir() if (p / "golden.npz").exists())
 ATOL = 1e-4
+# DistilBERT's config.json names for the sizes (XLM's).
+DISTILBERT_NAMES = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                    "intermediate_size": "hidden_dim"}
 
 
 def _golden(case):
   return dict(np.load(HF / case / "golden.npz"))
+
+
+def _head(g):
+  """The head a case loads with: the one its golden names (ELECTRA's discriminator: "rtd"), else MLM when
+  it holds logits."""
+  return str(g["head"]) if "head" in g else ("mlm" if "logits" in g else None)
 
 
 def _run(model, params, g, **kw):
@@ -37,13 +46,14 @@ def _max_err(ours, ref, mask=None):
 
 def test_every_family_has_goldens():
   families = {json.loads((HF / c / "config.json").read_text())["model_type"] for c in CASES}
-  assert families == {"bert", "roberta", "albert", "deberta", "deberta-v2", "modernbert"}
+  assert families == {"bert", "roberta", "albert", "deberta", "deberta-v2", "modernbert", "mpnet", "electra",
+                      "distilbert", "xlm-roberta"}
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_hidden_states_and_logits_match_reference(case):
   g = _golden(case)
-  head = "mlm" if "logits" in g else None
+  head = _head(g)
   model, params = from_pretrained(HF / case, head=head)
   out = _run(model, params, g, output_hidden_states=True)
   mask = None  # padded positions must match too (RoBERTa position ids, DeBERTa query masking)
@@ -51,7 +61,8 @@ def test_hidden_states_and_logits_match_reference(case):
   assert out.hidden_states.shape == g["hidden_states"].shape
   for layer, (ours, ref) in enumerate(zip(out.hidden_states, g["hidden_states"])):
     assert _max_err(ours, ref, mask) <= ATOL, f"layer {layer}"
-  if head == "mlm":
+  if head is not None:
+    assert out.logits.shape == g["logits"].shape
     assert _max_err(out.logits, g["logits"], mask) <= ATOL
   if "pooler_output" in g:
     np.testing.assert_allclose(out.pooler_output, g["pooler_output"], atol=ATOL, rtol=0)
@@ -78,7 +89,7 @@ def test_masked_positions_select_logits(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_export_reproduces_reference_tensors(case, tmp_path):
-  model, params, info = load_hf(str(HF / case), head="mlm" if "logits" in _golden(case) else None)
+  model, params, info = load_hf(str(HF / case), head=_head(_golden(case)))
   export_hf(str(tmp_path), model, params, legacy=info["legacy"])
   original = load_file(HF / case / "model.safetensors")
   exported = load_file(tmp_path / "model.safetensors")
@@ -89,7 +100,9 @@ def test_export_reproduces_reference_tensors(case, tmp_path):
   new_cfg = json.loads((tmp_path / "config.json").read_text())
   for key in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
               "vocab_size", "max_position_embeddings"):
+    key = key if key in ref_cfg else DISTILBERT_NAMES[key]
     assert new_cfg[key] == ref_cfg[key], key
+  assert new_cfg["architectures"] == ref_cfg["architectures"]
   # Every other architecture setting the exported config writes is the reference's.
   for key in sorted(set(new_cfg) & set(ref_cfg) - {"architectures", "transformers_version", "dtype", "torch_dtype"}):
     assert new_cfg[key] == ref_cfg[key], key
@@ -116,3 +129,32 @@ def test_deberta_head_layout_follows_the_stored_keys(tmp_path):
   g = _golden(case)
   model, params = from_pretrained(tmp_path / case, head="mlm")
   assert _max_err(_run(model, params, g).logits, g["logits"]) <= ATOL
+
+
+def test_mpnet_buckets_follow_the_reference():
+  """MPNet's T5 buckets of key minus query (32 buckets, max distance 128), read off the reference."""
+  from bert_jax.models.attention import relative_position_buckets
+  buckets = relative_position_buckets(200, 32, 128)
+  starts = [0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 23, 32, 46, 64, 91]  # first distance of each bucket
+  expected = np.searchsorted(starts, np.arange(200), side="right") - 1
+  np.testing.assert_array_equal(buckets[199, ::-1], expected)       # keys before the query: buckets 0..15
+  np.testing.assert_array_equal(buckets[0, 1:], 16 + expected[1:])  # keys after it: 16..31
+  assert buckets.max() == 31 and (np.diag(buckets) == 0).all()
+
+
+@pytest.mark.parametrize("change,named", [({"pad_token_id": 0}, "pad_token_id"),
+                                          ({"relative_attention_num_buckets": 16}, "relative_attention_num_buckets"),
+                                          ({"tie_word_embeddings": False}, "tie_word_embeddings")])
+def test_mpnet_options_the_reference_fixes_raise(change, named):
+  from bert_jax.convert.hf_config import model_config_from_hf
+  hf = {**json.loads((HF / "mpnet" / "config.json").read_text()), **change}
+  with pytest.raises(ValueError, match=named):
+    model_config_from_hf(hf)
+
+
+def test_mpnet_export_refuses_what_the_reference_cannot_express():
+  from bert_jax.convert.hf_config import hf_config_from_model
+  from bert_jax.models import mpnet
+  assert hf_config_from_model(mpnet.config("tiny"), "mlm")["relative_attention_num_buckets"] == 32
+  with pytest.raises(ValueError, match="relative_attention_bucketing"):
+    hf_config_from_model(mpnet.config("tiny", relative_attention_bucketing=16, relative_attention_num_buckets=32))

@@ -81,3 +81,24 @@ def test_a_run_keeps_the_discriminator_and_the_generator(corpus, tmp_path):
   assert generator.config.embedding_size == discriminator.config.embed_dim
   np.testing.assert_array_equal(d_params["embeddings"]["word_embeddings"]["embedding"],
                                 g_params["embeddings"]["word_embeddings"]["embedding"])
+
+
+def test_both_models_of_a_run_export_as_electra_folders(corpus, tmp_path):
+  """The discriminator exports as ElectraForPreTraining, the generator as ElectraForMaskedLM; each
+  Hugging Face folder reloads to the same outputs."""
+  import json
+
+  from bert_jax import train
+  from bert_jax.convert.pretrained import export_hf, from_pretrained
+  from tests.test_train import quick_config
+  config = quick_config(corpus, total_steps=1, objective="rtd", **{"model.scan_layers": False})
+  train.train_and_evaluate(config, str(tmp_path))
+  ids = np.random.default_rng(0).integers(5, 800, (2, 12)).astype(np.int32)
+  for name, head, architecture in (("model", "rtd", "ElectraForPreTraining"), ("generator", "mlm", "ElectraForMaskedLM")):
+    model, params = from_pretrained(tmp_path / name, head=head)
+    export_hf(str(tmp_path / f"hf_{name}"), model, params)
+    hf = json.loads((tmp_path / f"hf_{name}" / "config.json").read_text())
+    assert (hf["model_type"], hf["architectures"]) == ("electra", [architecture])
+    again, again_params = from_pretrained(tmp_path / f"hf_{name}", head=head)
+    np.testing.assert_allclose(again.apply({"params": again_params}, ids).logits,
+                               model.apply({"params": params}, ids).logits, atol=1e-5)

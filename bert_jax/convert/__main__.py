@@ -47,7 +47,7 @@ def _saved_head(path: str) -> str | None:
   from bert_jax.convert.pretrained import META_FILE
   with open(os.path.join(path, META_FILE)) as f:
     head = json.load(f).get("head")
-  return head if head in ("mlm", "pretraining") else None
+  return head if head in ("mlm", "pretraining", "rtd") else None
 
 
 def main(argv):

@@ -19,7 +19,10 @@ from bert_jax.models.config import ModelConfig
 
 # Keys the reference models carry that hold no parameter of ours.
 IGNORED = re.compile(r"(^|\.)position_ids$|(^|\.)predictions\.decoder\.(weight|bias)$|^lm_head\.decoder\.(weight|bias)$"
-                     r"|^lm_predictions\.lm_head\.decoder\.(weight|bias)$|^decoder\.weight$")
+                     r"|^lm_predictions\.lm_head\.decoder\.(weight|bias)$|^decoder\.weight$"
+                     r"|^vocab_projector\.weight$|^generator_lm_head\.weight$")
+# Top-level parameter groups of the encoder itself (a head's are named by the head table).
+BACKBONE_GROUPS = ("embeddings", "encoder", "pooler")
 
 
 def key_table(cfg: ModelConfig, *, head: str | None, with_pooler: bool, legacy: bool = True) -> list[Entry]:
@@ -130,14 +133,16 @@ def flax_from_hf(state: Mapping[str, np.ndarray], cfg: ModelConfig, *, head: str
 
 def _is_head_key(key: str, cfg: ModelConfig) -> bool:
   heads = ("cls.", "lm_head.", "predictions.", "lm_predictions.", "sop_classifier.", "pooler", "classifier", "qa_outputs",
-           "head.", "decoder.")
+           "head.", "decoder.", "vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "pre_classifier.",
+           "generator_predictions.", "generator_lm_head.", "discriminator_predictions.")
   return key.lstrip("@").startswith(heads)
 
 
 def _check_tied(state, params, has_prefix, source):
   """An untied MLM decoder would be silently replaced by the word embeddings: refuse it."""
   words = params["embeddings"]["word_embeddings"]["embedding"]
-  for key in ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "predictions.decoder.weight", "decoder.weight"):
+  for key in ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "predictions.decoder.weight", "decoder.weight",
+              "vocab_projector.weight", "generator_lm_head.weight"):
     value = state.get(key)
     if value is not None and "mlm" in params and not np.array_equal(np.asarray(value, np.float32), words):
       raise ValueError(f"{source}: {key} differs from the word embeddings; untied MLM decoders are not supported")
@@ -145,8 +150,18 @@ def _check_tied(state, params, has_prefix, source):
 
 def hf_from_flax(params: Mapping, cfg: ModelConfig, *, head: str | None, with_pooler: bool,
                  legacy: bool = True, prefixed: bool | None = None) -> dict[str, np.ndarray]:
-  """The Hugging Face state dict of a bert_jax params tree (tied decoder keys omitted, as HF saves them)."""
+  """The Hugging Face state dict of a bert_jax params tree (tied decoder keys omitted, as HF saves them).
+
+  A backbone parameter the family's layout has no key for raises, naming it (a BERT with factorised
+  embeddings has no BERT layout); parameters of heads that are not exported are left out.
+  """
   table = key_table(cfg, head=head, with_pooler=with_pooler, legacy=legacy)
+  covered = {entry.path for entry in table}
+  left_out = ["/".join(path) for path in _leaf_paths(params)
+              if path[0] in BACKBONE_GROUPS and path not in covered]
+  if left_out:
+    raise ValueError(f"{cfg.family} (head={head}) has no Hugging Face key for {left_out[:8]}"
+                     + (" ..." if len(left_out) > 8 else "") + "; this model has no layout in that family")
   if prefixed is None:
     prefixed = head is not None
   prefix = families.family(cfg.family).PREFIX + "." if prefixed else ""
@@ -169,6 +184,13 @@ def hf_from_flax(params: Mapping, cfg: ModelConfig, *, head: str | None, with_po
       out[key] = np.ascontiguousarray(np.concatenate([x.reshape(x.shape[0], -1).T for x in (q, k, v)]))
     else:
       out[key] = np.concatenate([x.reshape(-1) for x in (q, k, v)])
+  return out
+
+
+def _leaf_paths(tree: Mapping, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+  out = []
+  for name, value in tree.items():
+    out += _leaf_paths(value, (*prefix, name)) if isinstance(value, Mapping) else [(*prefix, name)]
   return out
 
 

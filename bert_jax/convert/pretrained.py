@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax.convert import hf_config, hf_params, layout
+from bert_jax.convert import families, hf_config, hf_params, layout
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.head_table import head_param_groups
 from bert_jax.models.model import EncoderModel
@@ -74,17 +74,30 @@ def _has_pooler(state: Mapping[str, np.ndarray], family: str) -> bool:
              for k in state)
 
 
+# The first names of each family's MLM head tensors (DistilBERT's `vocab_*`, ELECTRA's generator), and of
+# ELECTRA's discriminator head (bert_jax's "rtd").
+MLM_KEYS = ("cls.predictions.", "lm_head.", "predictions.", "lm_predictions.", "decoder.", "vocab_transform.",
+            "vocab_layer_norm.", "vocab_projector.", "generator_predictions.", "generator_lm_head.")
+RTD_KEYS = ("discriminator_predictions.",)
+
+
 def _hf_head_present(state: Mapping[str, np.ndarray], head: str | None) -> bool:
-  mlm = ("cls.predictions.", "lm_head.", "predictions.", "lm_predictions.", "decoder.")
+  if head is None:
+    return True
+  if head == "rtd":
+    return any(k.startswith(RTD_KEYS) for k in state)
   # ModernBERT's MLM head is `head.*` (+ `decoder.bias`); its task heads have a `head.*` too, with a classifier.
   modernbert_mlm = any(k.startswith("head.") for k in state) and not any(k.startswith("classifier.") for k in state)
-  return head is None or modernbert_mlm or any(k.startswith(mlm) for k in state)
+  return modernbert_mlm or any(k.startswith(MLM_KEYS) for k in state)
 
 
 def detect_hf_head(state: Mapping[str, np.ndarray]) -> str | None:
-  """The richest head a HF state dict carries: "pretraining" (MLM + NSP/SOP), "mlm" or None."""
+  """The richest head a HF state dict carries: "pretraining" (MLM + NSP/SOP), "rtd" (ELECTRA's
+  discriminator), "mlm" or None."""
   if any(k.startswith(("cls.seq_relationship.", "sop_classifier.")) for k in state) and _hf_head_present(state, "mlm"):
     return "pretraining"
+  if _hf_head_present(state, "rtd"):
+    return "rtd"
   return "mlm" if _hf_head_present(state, "mlm") else None
 
 
@@ -100,7 +113,8 @@ def load_hf(path: str, head: str | None = None, *, keep_pooler: bool = False,
   legacy = False if any(k.startswith("lm_predictions.") for k in state) else hf.get("legacy", True)
   cfg = hf_config.model_config_from_hf(hf, os.path.join(path, "config.json"), legacy=legacy)
   if not _hf_head_present(state, head):
-    raise KeyError(f"{path}: head={head!r} requested but the checkpoint has no MLM head weights")
+    kind = "replaced-token-detection (discriminator_predictions.*)" if head == "rtd" else "MLM"
+    raise KeyError(f"{path}: head={head!r} requested but the checkpoint has no {kind} head weights")
   with_pooler = (cfg.pooler == "tanh" and (keep_pooler or head in (None, "pretraining"))
                  and _has_pooler(state, cfg.family))
   params = hf_params.flax_from_hf(state, cfg, head=head, with_pooler=with_pooler, legacy=legacy, source=path)
@@ -219,7 +233,8 @@ def _select_head(params: dict, saved: str | None, wanted: str | None, cfg: Model
 def from_pretrained(path: str, head: str | None = None, **overrides) -> tuple[EncoderModel, dict]:
   """(model, params) from a Hugging Face folder or a bert_jax checkpoint folder.
 
-  head: None (bare encoder; pooler when the checkpoint has one) or "mlm".
+  head: None (bare encoder; pooler when the checkpoint has one), "mlm", "pretraining" (MLM + NSP / SOP) or
+  "rtd" (ELECTRA's discriminator, from an ElectraForPreTraining folder).
   overrides: ModelConfig fields to change, e.g. dtype="bfloat16" or scan_layers=True.
   """
   path = os.fspath(path)
@@ -236,14 +251,22 @@ def from_pretrained(path: str, head: str | None = None, **overrides) -> tuple[En
 
 def export_hf(path: str, model: EncoderModel, params: Mapping, *, legacy: bool = True,
               tokenizer_from: str | None = None) -> None:
-  """Writes a Hugging Face folder (config.json + model.safetensors) that transformers loads."""
+  """Writes a Hugging Face folder (config.json + model.safetensors) that transformers loads.
+
+  The head's tensors go along when it is an MLM head or the family has a class for it (ELECTRA's
+  RTD discriminator); a model another family adopts exports as that family (a BERT with the RTD
+  head as ElectraForPreTraining, see convert/families).
+  """
   from safetensors.numpy import save_file
   cfg = model.config
   params = jax.tree.map(np.asarray, unbox(dict(params)))  # accepts model.init's boxed params too
   if cfg.scan_layers:
     params = layout.unstack_layers(params)
     cfg = cfg.replace(scan_layers=False)
-  head = model.head_name if model.head_type and model.head_type.masked_lm else None
+  cfg = families.export_config(cfg, model.head_name)
+  exportable = model.head_type and (model.head_type.masked_lm
+                                    or (cfg.family, model.head_name) in families.family(cfg.family).ARCHITECTURES)
+  head = model.head_name if exportable else None
   state = hf_params.hf_from_flax(params, cfg, head=head, with_pooler=model.uses_pooler, legacy=legacy)
   config = hf_config.hf_config_from_model(cfg, head, legacy=legacy)
   os.makedirs(path, exist_ok=True)

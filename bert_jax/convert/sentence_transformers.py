@@ -84,10 +84,16 @@ def folder_defaults(path: str | None, model_max_length: int) -> dict[str, Any]:
   if not modules and os.path.isfile(pooling_file):
     defaults["pooling"] = read_pooling(pooling_file)
   st_file = os.path.join(path, "sentence_bert_config.json")
-  if os.path.isfile(st_file):
-    max_seq_length = _read_json(st_file).get("max_seq_length")
-    if isinstance(max_seq_length, int) and max_seq_length > 0:
-      defaults["max_length"] = max_seq_length
+  max_seq_length = _read_json(st_file).get("max_seq_length") if os.path.isfile(st_file) else None
+  tokenizer_file = os.path.join(path, "tokenizer_config.json")
+  if max_seq_length is None and modules and os.path.isfile(tokenizer_file):
+    # sentence-transformers 6 keeps the length as the tokenizer's model_max_length instead; older
+    # tokenizers write a huge sentinel there (1e30), which means "no limit" and is not a length.
+    limit = _read_json(tokenizer_file).get("model_max_length")
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+      max_seq_length = limit if model_max_length < 0 else min(limit, model_max_length)
+  if isinstance(max_seq_length, int) and max_seq_length > 0:
+    defaults["max_length"] = max_seq_length
   return defaults
 
 

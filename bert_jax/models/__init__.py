@@ -2,10 +2,11 @@
 
 import functools
 
-from bert_jax.models import albert, bert, deberta, modernbert, roberta
+from bert_jax.models import albert, bert, deberta, distilbert, electra, modernbert, mpnet, roberta, xlm_roberta
 from bert_jax.models.config import ModelConfig
 
-FAMILIES = {"bert": bert, "roberta": roberta, "albert": albert, "deberta": deberta, "modernbert": modernbert}
+FAMILIES = {"bert": bert, "roberta": roberta, "albert": albert, "deberta": deberta, "modernbert": modernbert,
+            "xlm-roberta": xlm_roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet}
 
 
 def build(family: str, size: str, **overrides) -> ModelConfig:

@@ -1,7 +1,10 @@
-"""Multi-head self-attention (BERT/RoBERTa/ALBERT) and the shared softmax core.
+"""Multi-head self-attention (BERT/RoBERTa/ALBERT/MPNet), the shared softmax core, MPNet's relative bias.
 
 Shapes: x [batch, length, hidden]; q/k/v [batch, length, heads, head_dim];
 mask [batch, 1 | heads, 1 | q_length, k_length] bool (True = may attend).
+
+MPNet's relative position bias: one table [rows, heads], shared by every layer, read at
+T5's bidirectional bucket of each key-minus-query distance and added to the scaled scores.
 
 Attention maps for distillation (MiniLM): when the "intermediates" collection
 is mutable (`model.apply(..., mutable=["intermediates"])`), every attention
@@ -13,9 +16,12 @@ sow is a no-op and nothing extra is computed.
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bert_jax.models import rotary
 from bert_jax.models.config import ModelConfig
@@ -95,6 +101,34 @@ def softmax_values(scores: jax.Array, v: jax.Array, mask: jax.Array | None, *,
   return (context, recorded) if return_probs else context
 
 
+def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> np.ndarray:
+  """T5's bidirectional bucket [l, l] int of key j minus query i, as MPNet's reference computes it.
+
+  Keys after the query take the upper half of the buckets; within a half, the first
+  half of its buckets hold the distances 0, 1, ... exactly and the rest are log-spaced up
+  to max_distance, from which every distance shares the last one (32 / 128: the buckets of
+  one direction start at distances 0..8, 12, 16, 23, 32, 46, 64, 91). The logarithm runs in
+  float32 with the reference's operations in its order, so boundaries that are exact in real
+  numbers (16, 32, 64) round as they do there.
+  """
+  positions = np.arange(length, dtype=np.int64)
+  n = positions[:, None] - positions[None, :]          # query minus key: the reference's -relative_position
+  half = num_buckets // 2
+  buckets = (n < 0).astype(np.int64) * half
+  n = np.abs(n)
+  exact = half // 2
+  ratio = np.maximum(n, exact).astype(np.float32) / np.float32(exact)  # distances below `exact` use n itself
+  logs = np.log(ratio) / np.float32(math.log(max_distance / exact)) * np.float32(half - exact)
+  large = np.minimum(exact + logs.astype(np.int64), half - 1)
+  return buckets + np.where(n < exact, n, large)
+
+
+def relative_position_bias(table: jax.Array, length: int, num_buckets: int, max_distance: int) -> jax.Array:
+  """table [rows, heads] -> bias [1, heads, l, l] float32 (rows >= num_buckets, checked by ModelConfig)."""
+  buckets = relative_position_buckets(length, num_buckets, max_distance)
+  return jnp.take(table.astype(jnp.float32), buckets, axis=0).transpose(2, 0, 1)[None]
+
+
 def heads_first(x: jax.Array) -> jax.Array:
   """[b, l, h, d] -> [b, h, l, d]."""
   return x.transpose(0, 2, 1, 3)
@@ -125,7 +159,8 @@ def qkv_dense(cfg: ModelConfig, dtype) -> tuple[Dense, Dense, Dense]:
 
 
 class SelfAttention(nn.Module):
-  """BERT self-attention: scaled dot product over the content, with rotary positions when the model has them."""
+  """BERT self-attention: scaled dot product over the content, with rotary positions or an additive bias
+  (MPNet's relative positions) when the model has them."""
 
   config: ModelConfig
   dtype: jnp.dtype = jnp.float32
@@ -133,10 +168,12 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool = True,
                relative: dict | None = None, query: jax.Array | None = None,
-               rotary_tables: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+               rotary_tables: tuple[jax.Array, jax.Array] | None = None,
+               bias: jax.Array | None = None) -> jax.Array:
     """x [b, l, hidden] (keys, values; queries unless `query` is given) -> context [b, l, heads, head_dim].
 
     rotary_tables: (cos, sin) [b | 1, l, head_dim] that rotate q and k (models/rotary.py).
+    bias: [b | 1, heads, l, l] added to the scaled scores before the mask (`relative_position_bias`).
     """
     cfg = self.config
     query_proj, key_proj, value_proj = qkv_dense(cfg, self.dtype)
@@ -147,7 +184,7 @@ class SelfAttention(nn.Module):
     dropout = Dropout(cfg.attention_dropout_rate, cfg.dropout_impl) if cfg.attention_dropout_rate else None
     # Only when asked for (mutable "intermediates"): otherwise no probabilities are kept or computed.
     record = self.is_mutable_collection("intermediates")
-    out = attend(q, k, v, mask, scale=cfg.dim_per_head ** -0.5, dropout=dropout,
+    out = attend(q, k, v, mask, scale=cfg.dim_per_head ** -0.5, bias=bias, dropout=dropout,
                  deterministic=deterministic, impl=cfg.attention_impl, return_probs=record)
     if record:
       out, probs = out

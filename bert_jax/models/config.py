@@ -20,9 +20,9 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_pytho
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Architecture of one bidirectional encoder (BERT, RoBERTa, ALBERT, DeBERTa, ModernBERT)."""
+  """Architecture of one bidirectional encoder (BERT, RoBERTa, ALBERT, DeBERTa, ModernBERT, MPNet)."""
 
-  family: str = "bert"                      # bert | roberta | albert | deberta | deberta-v2 | modernbert (HF model_type)
+  family: str = "bert"                      # bert | roberta | albert | deberta | deberta-v2 | modernbert | mpnet (HF model_type)
   vocab_size: int = 30522                   # rows of the word-embedding table
   hidden_size: int = 768                    # width of the residual stream H
   num_layers: int = 12                      # transformer layers applied
@@ -84,6 +84,13 @@ class ModelConfig:
   emd_layers: int = 0                       # DeBERTa enhanced mask decoder: re-apply the last layer n times
                                             # with absolute positions in the query (MLM heads only; 0 = off)
 
+  # Relative position bias (MPNet): one table [rows, heads] shared by every layer, T5's bidirectional
+  # buckets of key minus query position, added to every layer's scaled attention scores.
+  relative_attention_num_buckets: int = 0   # > 0: rows of that table (0 = no bias)
+  relative_attention_bucketing: int = 32    # buckets the distances fall into (MPNet's reference: always 32, whatever
+                                            # the table's rows; rows past them stay unused)
+  relative_attention_max_distance: int = 128  # distances from here on share the last bucket of their direction
+
   # Heads.
   pooler: Literal["tanh", "none"] = "tanh"  # BERT/RoBERTa/ALBERT pooler on the first token
   mlm_act: str | None = None                # MLM transform activation; None = hidden_act
@@ -133,8 +140,23 @@ class ModelConfig:
       raise ValueError("model.rotary_base and model.local_rotary_base must be >= 0")
     if self.rotary_base and self.dim_per_head % 2:
       raise ValueError(f"rotary positions need an even head width; got {self.dim_per_head}")
+    if self.relative_attention_num_buckets:
+      self._check_relative_bias()
     if self.remat_policy not in remat.NAMES:
       raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {remat.NAMES}")
+
+  def _check_relative_bias(self):
+    rows, buckets, distance = (self.relative_attention_num_buckets, self.relative_attention_bucketing,
+                               self.relative_attention_max_distance)
+    if rows < 0 or buckets < 4 or distance <= buckets // 4:
+      raise ValueError(f"model.relative_attention_num_buckets={rows} must be >= 0, relative_attention_bucketing="
+                       f"{buckets} >= 4 and relative_attention_max_distance={distance} > bucketing // 4 (the exact "
+                       "buckets of one direction)")
+    if rows < buckets:
+      raise ValueError(f"model.relative_attention_num_buckets={rows} rows cannot hold the relative_attention_bucketing="
+                       f"{buckets} buckets the distances fall into")
+    if self.attention_type != "standard":
+      raise ValueError("model.relative_attention_num_buckets > 0 needs attention_type='standard'")
 
   # Derived sizes -------------------------------------------------------------
   @property

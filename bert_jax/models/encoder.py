@@ -1,4 +1,4 @@
-"""The transformer stack: post- or pre-LN layers, cross-layer sharing, scan/remat, DeBERTa's conv.
+"""The transformer stack: post- or pre-LN layers, cross-layer sharing, scan/remat, DeBERTa's conv, MPNet's bias.
 
 A layer is two blocks, each `LayerNorm(x + dropout(f(x)))` (post-LN, BERT) or
 `x + f(LayerNorm(x))` (pre-LN with a final norm, ModernBERT):
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from bert_jax.models import remat, rotary
-from bert_jax.models.attention import SelfAttention
+from bert_jax.models.attention import SelfAttention, relative_position_bias
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, Embed, LayerNorm, activation, constrain
@@ -49,6 +49,8 @@ class AttentionBlock(nn.Module):
     extra = {}
     if shared and f"rotary_{kind}" in shared:
       extra["rotary_tables"] = shared[f"rotary_{kind}"]
+    if shared and "position_bias" in shared:
+      extra["bias"] = shared["position_bias"]
     if self.local:
       mask = shared["local_mask"]
     context = ATTENTION_CLASSES[cfg.attention_type](cfg, self.dtype, name="self")(
@@ -209,7 +211,8 @@ class Encoder(nn.Module):
 
     "embeddings": DeBERTa's relative-position table [2 span, H] (normed when configured);
     "rotary_global" / "rotary_local": (cos, sin) [b | 1, l, head_dim] of the positions;
-    "local_mask": the mask [b, 1, l, l] of local layers, the sliding window within `mask`.
+    "local_mask": the mask [b, 1, l, l] of local layers, the sliding window within `mask`;
+    "position_bias": MPNet's relative position bias [1, heads, l, l], from the one table of every layer.
     """
     cfg = self.config
     shared = {}
@@ -226,6 +229,11 @@ class Encoder(nn.Module):
       length = mask.shape[-1]
       distance = jnp.abs(jnp.arange(length)[:, None] - jnp.arange(length)[None, :])
       shared["local_mask"] = mask & (distance <= cfg.local_attention // 2)[None, None]
+    if cfg.relative_attention_num_buckets > 0:
+      table = Embed(cfg.relative_attention_num_buckets, cfg.num_heads, ("relpos", "heads"),
+                    name="relative_attention_bias").embedding
+      shared["position_bias"] = relative_position_bias(table, mask.shape[-1], cfg.relative_attention_bucketing,
+                                                       cfg.relative_attention_max_distance)
     return shared or None
 
   def _enhanced_mask_decoder(self, last_layer, hidden, positions, mask, shared):

@@ -3,16 +3,20 @@
 Each module gives MODEL_TYPES (the config.json model_types it reads), PREFIX (the base model's
 attribute in `*For*` models), ARCHITECTURES ((model_type, head) -> class name),
 `config_from_hf(hf, source, legacy)`, `hf_config(cfg, legacy)` and
-`key_table(cfg, head, with_pooler, legacy)` (the Entry table hf_params walks both ways).
+`key_table(cfg, head, with_pooler, legacy)` (the Entry table hf_params walks both ways). A module may
+also give `adopts(cfg, head)`, whether a bert_jax model of another family exports as its model_type,
+and `adopt(cfg)`, its config under it (a BERT with the RTD head exports as an ELECTRA discriminator).
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from bert_jax.convert.families import albert, bert, deberta, modernbert, roberta
+from bert_jax.convert.families import albert, bert, deberta, distilbert, electra, modernbert, mpnet, roberta
+from bert_jax.models.config import ModelConfig
 
-BY_MODEL_TYPE: dict[str, ModuleType] = {t: m for m in (bert, roberta, albert, deberta, modernbert) for t in m.MODEL_TYPES}
+MODULES: tuple[ModuleType, ...] = (bert, roberta, albert, deberta, modernbert, distilbert, electra, mpnet)
+BY_MODEL_TYPE: dict[str, ModuleType] = {t: m for m in MODULES for t in m.MODEL_TYPES}
 MODEL_TYPES = tuple(BY_MODEL_TYPE)
 
 
@@ -21,3 +25,12 @@ def family(model_type: str, source: str = "config.json") -> ModuleType:
   if model_type not in BY_MODEL_TYPE:
     raise ValueError(f"{source}: model_type={model_type!r} is not supported; expected one of {MODEL_TYPES}")
   return BY_MODEL_TYPE[model_type]
+
+
+def export_config(cfg: ModelConfig, head: str | None) -> ModelConfig:
+  """The config a model of `cfg` with `head` exports under: its own, or that of a family that adopts it
+  (a module's `adopts(cfg, head)`, e.g. ELECTRA for a replaced-token-detection run's models)."""
+  for module in MODULES:
+    if hasattr(module, "adopts") and module.adopts(cfg, head):
+      return module.adopt(cfg)
+  return cfg

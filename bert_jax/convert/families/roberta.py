@@ -1,4 +1,7 @@
-"""RoBERTa (`roberta`): BERT layers, fairseq position ids, the `lm_head` MLM head."""
+"""RoBERTa (`roberta`) and XLM-RoBERTa (`xlm-roberta`): BERT layers, fairseq position ids, the `lm_head` MLM head.
+
+XLM-RoBERTa is RoBERTa's architecture with a 250,002-token SentencePiece vocabulary: same fields, same keys.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from bert_jax.convert.families import bert
 from bert_jax.convert.keys import Entry
 from bert_jax.models.config import ModelConfig
 
-MODEL_TYPES = ("roberta",)
+MODEL_TYPES = ("roberta", "xlm-roberta")
 PREFIX = "roberta"
-ARCHITECTURES = {("roberta", None): "RobertaModel", ("roberta", "mlm"): "RobertaForMaskedLM"}
+ARCHITECTURES = {("roberta", None): "RobertaModel", ("roberta", "mlm"): "RobertaForMaskedLM",
+                 ("xlm-roberta", None): "XLMRobertaModel", ("xlm-roberta", "mlm"): "XLMRobertaForMaskedLM"}
 
 
 def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = None) -> ModelConfig:
