@@ -61,9 +61,10 @@ def test_hidden_states_and_logits_match_reference(case):
   assert out.hidden_states.shape == g["hidden_states"].shape
   for layer, (ours, ref) in enumerate(zip(out.hidden_states, g["hidden_states"])):
     assert _max_err(ours, ref, mask) <= ATOL, f"layer {layer}"
-  if head is not None:
-    assert out.logits.shape == g["logits"].shape
-    assert _max_err(out.logits, g["logits"], mask) <= ATOL
+  for key in ("logits", "start_logits", "end_logits"):
+    if key in g:
+      assert getattr(out, key).shape == g[key].shape, key
+      assert _max_err(getattr(out, key), g[key], mask) <= ATOL, key
   if "pooler_output" in g:
     np.testing.assert_allclose(out.pooler_output, g["pooler_output"], atol=ATOL, rtol=0)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from bert_jax.convert import families, hf_config, hf_params, layout
 from bert_jax.models.config import ModelConfig
-from bert_jax.models.head_table import head_param_groups
+from bert_jax.models.head_table import head_class, head_param_groups
 from bert_jax.models.model import EncoderModel
 from bert_jax.runtime import fileio
 
@@ -81,9 +81,14 @@ MLM_KEYS = ("cls.predictions.", "lm_head.", "predictions.", "lm_predictions.", "
 RTD_KEYS = ("discriminator_predictions.",)
 
 
+TASK_KEYS = ("classifier.", "qa_outputs.", "pre_classifier.")
+
+
 def _hf_head_present(state: Mapping[str, np.ndarray], head: str | None) -> bool:
   if head is None:
     return True
+  if head in ("classification", "token_classification", "qa"):
+    return any(k.startswith(TASK_KEYS) for k in state)
   if head == "rtd":
     return any(k.startswith(RTD_KEYS) for k in state)
   # ModernBERT's MLM head is `head.*` (+ `decoder.bias`); its task heads have a `head.*` too, with a classifier.
@@ -113,10 +118,12 @@ def load_hf(path: str, head: str | None = None, *, keep_pooler: bool = False,
   legacy = False if any(k.startswith("lm_predictions.") for k in state) else hf.get("legacy", True)
   cfg = hf_config.model_config_from_hf(hf, os.path.join(path, "config.json"), legacy=legacy)
   if not _hf_head_present(state, head):
-    kind = "replaced-token-detection (discriminator_predictions.*)" if head == "rtd" else "MLM"
+    kind = {"rtd": "replaced-token-detection (discriminator_predictions.*)", "classification": "classifier",
+            "token_classification": "classifier", "qa": "question-answering (qa_outputs / classifier)"}.get(head, "MLM")
     raise KeyError(f"{path}: head={head!r} requested but the checkpoint has no {kind} head weights")
-  with_pooler = (cfg.pooler == "tanh" and (keep_pooler or head in (None, "pretraining"))
-                 and _has_pooler(state, cfg.family))
+  head_type = head_class(head)
+  keeps = head is None or head_type.keeps_pooler(cfg)
+  with_pooler = cfg.pooler == "tanh" and (keep_pooler or keeps) and _has_pooler(state, cfg.family)
   params = hf_params.flax_from_hf(state, cfg, head=head, with_pooler=with_pooler, legacy=legacy, source=path)
   cfg = cfg.replace(**overrides) if overrides else cfg
   model = EncoderModel(cfg, head=head, with_pooler=with_pooler)
@@ -199,7 +206,10 @@ def load_bert_jax(path: str, head: str | None = None, **overrides) -> tuple[Enco
   file = os.path.join(path, META_FILE)
   with open(file) as f:
     meta = json.load(f)
-  cfg = ModelConfig.from_dict(meta["model"])
+  values = dict(meta["model"])
+  # Folders written before the task heads followed each family's reference layout used BERT's (pooler).
+  values.setdefault("classifier_head", "pooler")
+  cfg = ModelConfig.from_dict(values)
   saved_head = meta.get("head")
   params_dir = os.path.join(os.path.abspath(path), "params")
   if not os.path.isdir(params_dir):

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from bert_jax.models import remat
 
+# The layouts of the task heads (see models/head_table.py); "" resolves to the family's own.
+CLASSIFIER_HEADS = ("", "pooler", "dense", "context_pooler", "pre_classifier", "transform")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python", "gelu_accurate", "quick_gelu",
                "relu", "relu6", "leaky_relu", "silu", "swish", "mish", "tanh", "sigmoid", "linear")
 
@@ -101,6 +103,11 @@ class ModelConfig:
   classifier_pooling: str = "pooler"        # sequence classification input: pooler (the tanh pooler where the
                                             # model has one, else the first token, as the reference heads) |
                                             # cls (first token, no pooler) | mean (mask-aware mean of tokens)
+  classifier_head: str = ""                 # the task heads' layout: "" = the family's reference one, or pooler |
+                                            # dense | context_pooler | pre_classifier | transform (head_table.py)
+  classifier_act: str = ""                  # activation inside dense / context_pooler heads ("" = the layout's)
+  label_names: tuple[str, ...] = ()         # the classes' names, in id order (config.json id2label)
+  problem_type: str = ""                    # single_label_classification | multi_label_classification | regression
 
   # Compute.
   dtype: str = "float32"                    # compute dtype; params stay float32
@@ -124,6 +131,12 @@ class ModelConfig:
     if self.emd_layers and (self.scan_layers or self.position_ids != "none" or self.share_layers != "none"):
       raise ValueError("emd_layers needs scan_layers=False, position_ids='none' (the decoder adds the absolute "
                        "positions the encoder never saw) and share_layers='none'")
+    if self.classifier_head not in CLASSIFIER_HEADS:
+      raise ValueError(f"model.classifier_head={self.classifier_head!r}: expected one of {CLASSIFIER_HEADS}")
+    if self.classifier_act and self.classifier_act not in ACTIVATIONS:
+      raise ValueError(f"model.classifier_act={self.classifier_act!r}: expected one of {ACTIVATIONS}")
+    if self.label_names and len(self.label_names) != self.num_labels:
+      raise ValueError(f"model.label_names has {len(self.label_names)} names for num_labels={self.num_labels}")
     if self.classifier_pooling not in ("pooler", "cls", "mean"):
       raise ValueError(f"model.classifier_pooling={self.classifier_pooling!r}: expected pooler, cls or mean")
     if self.norm_position == "pre" and (self.share_layers != "none" or self.attention_type != "standard"
@@ -208,12 +221,14 @@ class ModelConfig:
     if unknown:
       raise KeyError(f"unknown model config keys {unknown}; expected a subset of {sorted(fields)}")
     values = dict(values)
-    if "pos_att_type" in values:
-      values["pos_att_type"] = tuple(values["pos_att_type"])
+    for key in ("pos_att_type", "label_names"):
+      if key in values:
+        values[key] = tuple(values[key])
     return cls(**values)
 
   def to_dict(self) -> dict[str, Any]:
     out = dataclasses.asdict(self)
     out["pos_att_type"] = list(self.pos_att_type)
+    out["label_names"] = list(self.label_names)
     return out
 

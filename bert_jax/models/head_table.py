@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models.config import ModelConfig
-from bert_jax.models.heads import Classifier, MLMHead, ReplacedTokenHead, gather_positions, mean_pool
-from bert_jax.models.layers import Embed
+from bert_jax.models.heads import (Classifier, ContextPooler, DenseClassifier, MLMHead, ReplacedTokenHead, Transform,
+                                   gather_positions, mean_pool)
+from bert_jax.models.layers import Dense, Embed, activation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,56 +140,124 @@ class Pretraining(MaskedLM):
             "pair_logits": self.pair_classifier(inputs.pooled, deterministic=deterministic)}
 
 
+# The task-head layout of each family's reference classes (ModelConfig.classifier_head "" picks it):
+#   pooler          the backbone's tanh pooler (or the first token) -> dropout -> classifier (BERT, ALBERT)
+#   dense           first token -> classifier.dense -> act -> classifier.out_proj (RoBERTa, XLM-R, ELECTRA, MPNet)
+#   context_pooler  pooler.dense -> act on the first token -> classifier (DeBERTa)
+#   pre_classifier  first token -> pre_classifier -> ReLU -> classifier (DistilBERT)
+#   transform       cls / mean pooling -> head (dense, act, norm) -> classifier; token and span heads
+#                   go through `head` too (ModernBERT)
+REFERENCE_CLASSIFIER_HEADS = {
+    "bert": "pooler", "albert": "pooler", "roberta": "dense", "xlm-roberta": "dense", "electra": "dense",
+    "mpnet": "dense", "deberta": "context_pooler", "deberta-v2": "context_pooler", "distilbert": "pre_classifier",
+    "modernbert": "transform",
+}
+# Activation inside the layout, when ModelConfig.classifier_act is "" (ELECTRA's config gives gelu).
+DEFAULT_CLASSIFIER_ACTS = {"dense": "tanh", "context_pooler": "gelu", "pre_classifier": "relu"}
+
+
+def classifier_layout(cfg: ModelConfig) -> str:
+  """The task heads' layout of cfg: its classifier_head, or its family's reference one."""
+  return cfg.classifier_head or REFERENCE_CLASSIFIER_HEADS.get(cfg.family, "pooler")
+
+
+def classifier_activation(cfg: ModelConfig) -> str:
+  layout = classifier_layout(cfg)
+  return cfg.classifier_act or DEFAULT_CLASSIFIER_ACTS.get(layout, "linear")
+
+
+def _classifier(cfg: ModelConfig, dtype, outputs: int | None = None, dropout: float | None = None) -> Classifier:
+  rate = cfg.dropout_rate if dropout is None else dropout
+  return Classifier(cfg.num_labels if outputs is None else outputs, rate, dtype, cfg.dropout_impl)
+
+
 class SequenceClassification(Head):
-  """[b, num_labels] logits from the pooler, the first token or the mean of the tokens (config.classifier_pooling)."""
+  """[b, num_labels] logits, in the layout of the family's reference classes (REFERENCE_CLASSIFIER_HEADS)."""
 
   name_in_table = "classification"
   parts = ("classifier",)
   outputs = ("logits",)
+  EXTRA_PARTS = {"context_pooler": ("pooler",), "pre_classifier": ("pre_classifier",), "transform": ("head",)}
+
+  @classmethod
+  def param_groups(cls, cfg):
+    return cls.EXTRA_PARTS.get(classifier_layout(cfg), ()) + cls.parts
 
   @classmethod
   def keeps_pooler(cls, cfg):
-    return cfg.pooler == "tanh" and cfg.classifier_pooling == "pooler"
+    return (classifier_layout(cfg) == "pooler" and cfg.pooler == "tanh" and cfg.classifier_pooling == "pooler")
 
   def setup(self):
     cfg = self.config
-    self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, self.dtype, cfg.dropout_impl)
+    layout = classifier_layout(cfg)
+    if layout == "dense":
+      self.classifier = DenseClassifier(cfg.num_labels, classifier_activation(cfg), cfg.dropout_rate, self.dtype,
+                                        cfg.dropout_impl)
+    else:
+      self.classifier = _classifier(cfg, self.dtype)
+    if layout == "context_pooler":
+      self.pooler = ContextPooler(classifier_activation(cfg), cfg.dropout_rate, self.dtype, cfg.dropout_impl)
+    elif layout == "pre_classifier":
+      self.pre_classifier = Dense((cfg.hidden_size,), ("embed", "embed_out"), dtype=self.dtype)
+    elif layout == "transform":
+      self.head = Transform(cfg, self.dtype)
 
   def __call__(self, inputs, *, deterministic=True):
-    if self.config.classifier_pooling == "mean":
+    cfg = self.config
+    layout = classifier_layout(cfg)
+    if layout == "context_pooler":
+      features = self.pooler(inputs.hidden, deterministic=deterministic)
+    elif cfg.classifier_pooling == "mean":
       features = mean_pool(inputs.hidden, inputs.attention_mask)
     else:
       features = inputs.pooled if inputs.pooled is not None else inputs.hidden[:, 0]
+    if layout == "pre_classifier":
+      features = activation(classifier_activation(cfg))(self.pre_classifier(features))
+    elif layout == "transform":
+      features = self.head(features)
     return {"logits": self.classifier(features, deterministic=deterministic)}
 
 
 class TokenClassification(Head):
-  """[b, l, num_labels] logits at every token (tagging)."""
+  """[b, l, num_labels] logits at every token (tagging); ModernBERT's layout goes through its `head` first."""
 
   name_in_table = "token_classification"
   parts = ("classifier",)
   outputs = ("logits",)
 
+  @classmethod
+  def param_groups(cls, cfg):
+    return (("head",) if classifier_layout(cfg) == "transform" else ()) + cls.parts
+
   def setup(self):
-    cfg = self.config
-    self.classifier = Classifier(cfg.num_labels, cfg.dropout_rate, self.dtype, cfg.dropout_impl)
+    self.classifier = _classifier(self.config, self.dtype)
+    if classifier_layout(self.config) == "transform":
+      self.head = Transform(self.config, self.dtype)
 
   def __call__(self, inputs, *, deterministic=True):
-    return {"logits": self.classifier(inputs.hidden, deterministic=deterministic)}
+    hidden = self.head(inputs.hidden) if classifier_layout(self.config) == "transform" else inputs.hidden
+    return {"logits": self.classifier(hidden, deterministic=deterministic)}
 
 
 class SpanExtraction(Head):
-  """Start and end logits [b, l] of an answer span (extractive QA)."""
+  """Start and end logits [b, l] of an answer span (extractive QA); ModernBERT's layout through `head`."""
 
   name_in_table = "qa"
   parts = ("qa_outputs",)
   outputs = ("start_logits", "end_logits")
 
+  @classmethod
+  def param_groups(cls, cfg):
+    return (("head",) if classifier_layout(cfg) == "transform" else ()) + cls.parts
+
   def setup(self):
-    self.qa_outputs = Classifier(2, 0.0, self.dtype)
+    self.qa_outputs = _classifier(self.config, self.dtype, outputs=2, dropout=0.0)
+    if classifier_layout(self.config) == "transform":
+      self.head = Transform(self.config, self.dtype)
 
   def __call__(self, inputs, *, deterministic=True):
-    span = self.qa_outputs(inputs.hidden)
+    hidden = self.head(inputs.hidden) if classifier_layout(self.config) == "transform" else inputs.hidden
+    span = self.qa_outputs(hidden)
     return {"start_logits": span[..., 0], "end_logits": span[..., 1]}
 
 

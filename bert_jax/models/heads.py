@@ -1,8 +1,10 @@
-"""Output heads and pooling.
+"""Output heads' building blocks and pooling.
 
 MLM: transform (dense -> act -> LayerNorm) then the word embeddings, tied, plus a
 bias: one class covers BERT, RoBERTa, ALBERT, DeBERTa (legacy and v3 heads) and
-ModernBERT (whose dense and norm biases are optional).
+ModernBERT (whose dense and norm biases are optional). The task heads' layouts
+(models/head_table.py) are built from Classifier, DenseClassifier, ContextPooler and
+Transform, named as the reference models name them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
 
 
+def transform(x: jax.Array, cfg: ModelConfig, dtype, width: int) -> jax.Array:
+  """dense -> act -> LayerNorm, [..., H] -> [..., width]; called in a compact method, the layers become the
+  caller's `dense` and `norm` (the MLM heads' transform and ModernBERT's `head`)."""
+  x = Dense((width,), ("embed", "embed_out"), use_bias=cfg.mlm_dense_bias, dtype=dtype, name="dense")(x)
+  x = activation(cfg.mlm_act or cfg.hidden_act)(x)
+  return LayerNorm(cfg.layer_norm_eps, dtype, name="norm", use_bias=cfg.norm_bias)(x)
+
+
 class MLMHead(nn.Module):
   """hidden [b, l | m, H] -> logits [b, l | m, vocab], decoder tied to the word embeddings."""
 
@@ -30,10 +40,7 @@ class MLMHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, embeddings: nn.Module) -> jax.Array:
     cfg = self.config
-    width = cfg.mlm_transform_size or cfg.embed_dim
-    x = Dense((width,), ("embed", "embed_out"), use_bias=cfg.mlm_dense_bias, dtype=self.dtype, name="dense")(x)
-    x = activation(cfg.mlm_act or cfg.hidden_act)(x)
-    x = LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm", use_bias=cfg.norm_bias)(x)
+    x = transform(x, cfg, self.dtype, cfg.mlm_transform_size or cfg.embed_dim)
     logits = embeddings.attend(x).astype(jnp.float32)
     if cfg.mlm_decoder_bias:
       logits = logits + param_with_axes(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
@@ -106,3 +113,46 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   """x / max(||x||_2, eps) along the last axis (as torch.nn.functional.normalize)."""
   norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
   return x / jnp.maximum(norm, eps)
+
+
+class Transform(nn.Module):
+  """ModernBERT's `head` before every task classifier: [..., H] -> dense -> act -> LayerNorm -> [..., H]."""
+
+  config: ModelConfig
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return transform(x, self.config, self.dtype, self.config.hidden_size)
+
+
+class DenseClassifier(nn.Module):
+  """RoBERTa-style classifier: dropout -> dense -> act -> dropout -> out_proj, [b, H] -> [b, num_outputs]."""
+
+  num_outputs: int
+  act: str
+  dropout_rate: float = 0.1
+  dtype: jnp.dtype = jnp.float32
+  dropout_impl: str = "hash"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    dropout = Dropout(self.dropout_rate, self.dropout_impl)
+    x = Dense((x.shape[-1],), ("embed", "embed_out"), dtype=self.dtype, name="dense")(
+        dropout(x, deterministic=deterministic))
+    x = dropout(activation(self.act)(x), deterministic=deterministic)
+    return Dense((self.num_outputs,), ("embed", "classes"), dtype=self.dtype, name="out_proj")(x).astype(jnp.float32)
+
+
+class ContextPooler(nn.Module):
+  """DeBERTa's pooler: dropout -> dense -> act on the first token, [b, l, H] -> [b, H]."""
+
+  act: str
+  dropout_rate: float = 0.1
+  dtype: jnp.dtype = jnp.float32
+  dropout_impl: str = "hash"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    x = Dropout(self.dropout_rate, self.dropout_impl)(x[:, 0], deterministic=deterministic)
+    return activation(self.act)(Dense((x.shape[-1],), ("embed", "embed_out"), dtype=self.dtype, name="dense")(x))

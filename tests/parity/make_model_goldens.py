@@ -398,6 +398,48 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy().astype(np.float32)
 
 
+# Task heads: *ForSequenceClassification of every family (3 named labels; DeBERTa's pooler act tanh,
+# a BERT cross-encoder with one output), *ForTokenClassification and *ForQuestionAnswering for every
+# head layout (bert_jax/models/head_table.py: pooler, dense, context_pooler, pre_classifier, transform).
+# The backbone configs are those of existing cases; each case is seeded from its own name.
+TASK_PREFIX = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert", "deberta": "Deberta",
+               "deberta-v2": "DebertaV2", "modernbert": "ModernBert", "mpnet": "MPNet", "electra": "Electra",
+               "distilbert": "DistilBert", "xlm-roberta": "XLMRoberta"}
+TASK_SUFFIX = {"classification": ("ForSequenceClassification", "AutoModelForSequenceClassification"),
+               "token_classification": ("ForTokenClassification", "AutoModelForTokenClassification"),
+               "qa": ("ForQuestionAnswering", "AutoModelForQuestionAnswering")}
+for _family, _prefix in TASK_PREFIX.items():
+    for _head, (_suffix, _auto) in TASK_SUFFIX.items():
+        HEAD_CLASSES[(_family, _head)] = (_prefix + _suffix, _auto)
+_LABELS3 = dict(id2label={0: "negative", 1: "neutral", 2: "positive"},
+                label2id={"negative": 0, "neutral": 1, "positive": 2})
+_TAGS5 = dict(id2label={i: t for i, t in enumerate(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])},
+              label2id={t: i for i, t in enumerate(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])})
+
+
+def _task_case(source: str, head: str, **extra) -> dict:
+    base = CASES[source]
+    labels = {"classification": _LABELS3, "token_classification": _TAGS5, "qa": {}}[head]
+    return dict(family=base["family"], seq_len=min(base["seq_len"], 40), head=head,
+                config={**base["config"], **labels, **extra})
+
+
+TASK_SOURCES = {"bert": "bert_gelu", "roberta": "roberta", "albert": "albert", "deberta": "deberta_v1",
+                "deberta-v2": "deberta_v3", "modernbert": "modernbert", "mpnet": "mpnet_wide_table",
+                "electra": "electra_discriminator", "distilbert": "distilbert_gelu", "xlm-roberta": "xlm_roberta"}
+for _family, _source in TASK_SOURCES.items():
+    _name = _family.replace("-", "_")
+    CASES[f"{_name}_classifier"] = _task_case(_source, "classification",
+                                               **({"pooler_hidden_act": "tanh"} if _family == "deberta-v2" else {}))
+for _family in ("bert", "roberta", "deberta-v2", "distilbert", "modernbert"):
+    _name = _family.replace("-", "_")
+    CASES[f"{_name}_tagger"] = _task_case(TASK_SOURCES[_family], "token_classification")
+    CASES[f"{_name}_qa"] = _task_case(TASK_SOURCES[_family], "qa")
+CASES["bert_cross_encoder"] = dict(family="bert", seq_len=24, head="classification",
+                                   config={**CASES["bert_relu"]["config"], "num_labels": 1})
+CASES["modernbert_mean_classifier"] = _task_case("modernbert_biases", "classification", classifier_pooling="mean")
+
+
 def build_case(name: str, spec: dict) -> list[tuple[str, Path]]:
     family = spec["family"]
     cfg_cls, mlm_cls, base_cls, base_attr, has_pooler = FAMILIES[family]
@@ -421,10 +463,12 @@ def build_case(name: str, spec: dict) -> list[tuple[str, Path]]:
     if family not in FINAL_NORM:
         assert torch.equal(base_out.last_hidden_state, hs[-1]), name
     assert torch.equal(torch.stack(base_out.hidden_states), hs), name
+    outputs = (dict(start_logits=_np(out.start_logits), end_logits=_np(out.end_logits)) if head == "qa"
+               else dict(logits=_np(out.logits)))
     golden = dict(
         input_ids=inp["input_ids"], attention_mask=inp["attention_mask"],
         token_type_ids=inp["token_type_ids"], lengths=inp["lengths"],
-        last_hidden_state=_np(base_out.last_hidden_state), hidden_states=_np(hs), logits=_np(out.logits),
+        last_hidden_state=_np(base_out.last_hidden_state), hidden_states=_np(hs), **outputs,
         pad_id=np.int32(SPECIAL[family]["pad"]), cls_id=np.int32(SPECIAL[family]["cls"]),
         sep_id=np.int32(SPECIAL[family]["sep"]),
     )
@@ -522,7 +566,9 @@ def verify(written: list[tuple[str, Path]]) -> list[str]:
         else:
             if "head" in g:  # a 1-wide output layer read from an unaligned safetensors offset takes another
                 # matmul kernel in torch (last-bit differences); the hidden states below stay exact
-                assert np.allclose(_np(o.logits), g["logits"], atol=1e-6, rtol=0), name
+                for key in ("logits", "start_logits", "end_logits"):
+                    if key in g:
+                        assert np.allclose(_np(getattr(o, key)), g[key], atol=1e-6, rtol=0), (name, key)
             else:
                 assert np.array_equal(_np(o.logits), g["logits"]), name
             assert np.array_equal(_np(torch.stack(o.hidden_states)), g["hidden_states"]), name
@@ -530,7 +576,7 @@ def verify(written: list[tuple[str, Path]]) -> list[str]:
         m2 = auto.from_pretrained(folder).eval()
         with torch.no_grad():
             o2 = m2(**ti, return_dict=True)
-        key = "last_hidden_state" if is_base else "logits"
+        key = "last_hidden_state" if is_base else ("logits" if "logits" in g else "start_logits")
         diff = float(np.max(np.abs(_np(getattr(o2, key)) - g[key])))
         lines.append(f"{name:24s} reload(eager) exact OK; default impl={m2.config._attn_implementation:5s} "
                      f"max|d{key}|={diff:.2e}")

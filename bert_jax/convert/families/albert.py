@@ -12,7 +12,7 @@ from bert_jax.models.config import ModelConfig
 MODEL_TYPES = ("albert",)
 PREFIX = "albert"
 ARCHITECTURES = {("albert", None): "AlbertModel", ("albert", "mlm"): "AlbertForMaskedLM",
-                 ("albert", "pretraining"): "AlbertForPreTraining"}
+                 ("albert", "pretraining"): "AlbertForPreTraining", **bert.task_architectures("albert", "Albert")}
 
 
 def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = None) -> ModelConfig:

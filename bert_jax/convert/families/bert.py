@@ -7,11 +7,35 @@ from typing import Any
 
 from bert_jax.convert.keys import Entry, dense, embed, norm
 from bert_jax.models.config import ModelConfig
+from bert_jax.models.head_table import classifier_layout
 
 MODEL_TYPES = ("bert",)
 PREFIX = "bert"
 ARCHITECTURES = {("bert", None): "BertModel", ("bert", "mlm"): "BertForMaskedLM",
                  ("bert", "pretraining"): "BertForPreTraining"}
+
+
+def label_config(hf: Mapping[str, Any]) -> dict[str, Any]:
+  """num_labels, label_names and problem_type from config.json's id2label / num_labels / problem_type.
+
+  The reference's placeholder names (LABEL_0, LABEL_1, ...) are no names: they are dropped.
+  """
+  id2label = hf.get("id2label") or {}
+  names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+  count = len(names) if names else int(hf.get("num_labels", 2))
+  if names == [f"LABEL_{i}" for i in range(count)]:
+    names = []
+  return dict(num_labels=count, label_names=tuple(names), problem_type=hf.get("problem_type") or "")
+
+
+def label_hf_config(cfg: ModelConfig) -> dict[str, Any]:
+  """id2label / label2id (placeholders when the model has no names) and problem_type, as transformers writes them."""
+  names = list(cfg.label_names) or [f"LABEL_{i}" for i in range(cfg.num_labels)]
+  out: dict[str, Any] = {"id2label": {str(i): name for i, name in enumerate(names)},
+                         "label2id": {name: i for i, name in enumerate(names)}}
+  if cfg.problem_type:
+    out["problem_type"] = cfg.problem_type
+  return out
 
 
 def common_config(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -33,6 +57,7 @@ def common_config(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
       pad_token_id=hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0,
       dropout_rate=hf.get("hidden_dropout_prob", 0.1),
       attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
+      **label_config(hf),
   )
   if not isinstance(common["hidden_act"], str):
     raise ValueError(f"{source}: hidden_act must be a string, got {common['hidden_act']!r}")
@@ -56,6 +81,7 @@ def common_hf_config(cfg: ModelConfig) -> dict[str, Any]:
       attention_probs_dropout_prob=cfg.attention_dropout_rate,
       initializer_range=0.02,
       tie_word_embeddings=True,
+      **label_hf_config(cfg),
   )
 
 
@@ -102,17 +128,55 @@ def mlm_entries(dense_key: str, norm_key: str, bias_key: str) -> list[Entry]:
           + [Entry(("mlm", "bias"), bias_key, "copy", backbone=False)])
 
 
+TASK_HEADS = ("classification", "token_classification", "qa")
+
+
+def task_head_entries(cfg: ModelConfig, head: str) -> list[Entry]:
+  """The *ForSequenceClassification / *ForTokenClassification / *ForQuestionAnswering heads.
+
+  Every family names them the same way for the same layout (models/head_table.py):
+  `classifier`, `classifier.{dense,out_proj}`, DeBERTa's top-level `pooler.dense`, DistilBERT's
+  `pre_classifier`, ModernBERT's `head.{dense,norm}` (before every task head) and `qa_outputs`
+  (ModernBERT: `classifier`).
+  """
+  layout = classifier_layout(cfg)
+  out = []
+  if layout == "transform":
+    out += dense(("head", "dense"), "head.dense", bias=cfg.mlm_dense_bias, backbone=False)
+    out += norm(("head", "norm"), "head.norm", backbone=False, bias=cfg.norm_bias)
+  if head == "qa":
+    return out + dense(("qa_outputs", "dense"), "classifier" if layout == "transform" else "qa_outputs",
+                       backbone=False)
+  if head == "classification" and layout == "dense":
+    return (out + dense(("classifier", "dense"), "classifier.dense", backbone=False)
+            + dense(("classifier", "out_proj"), "classifier.out_proj", backbone=False))
+  if head == "classification" and layout == "context_pooler":
+    out += dense(("pooler", "dense"), "pooler.dense", backbone=False)
+  if head == "classification" and layout == "pre_classifier":
+    out += dense(("pre_classifier",), "pre_classifier", backbone=False)
+  return out + dense(("classifier", "dense"), "classifier", backbone=False)
+
+
 def head_entries(cfg: ModelConfig, head: str | None, with_pooler: bool, mlm: list[Entry], pair_key: str,
                  pooler_key: str = "pooler.dense") -> list[Entry]:
-  """Pooler, MLM head and the NSP / SOP classifier, as the heads ask."""
+  """Pooler, MLM head, the NSP / SOP classifier and the task heads, as the heads ask."""
   out = dense(("pooler", "dense"), pooler_key) if with_pooler else []
   if head in ("mlm", "pretraining"):
     out += mlm
-  if head == "pretraining":
+  if head == "pretraining" and pair_key:
     out += dense(("pair_classifier", "dense"), pair_key, backbone=False)
-  elif head is not None and head != "mlm":
+  elif head in TASK_HEADS:
+    out += task_head_entries(cfg, head)
+  elif head not in (None, "mlm"):
     raise ValueError(f"Hugging Face conversion of head={head!r} is not supported for {cfg.family}")
   return out
+
+
+def task_architectures(model_type: str, class_prefix: str) -> dict[tuple[str, str | None], str]:
+  """(model_type, task head) -> the reference class names, e.g. BertForSequenceClassification."""
+  return {(model_type, "classification"): f"{class_prefix}ForSequenceClassification",
+          (model_type, "token_classification"): f"{class_prefix}ForTokenClassification",
+          (model_type, "qa"): f"{class_prefix}ForQuestionAnswering"}
 
 
 def key_table(cfg: ModelConfig, head: str | None, with_pooler: bool, legacy: bool = True) -> list[Entry]:
@@ -121,3 +185,6 @@ def key_table(cfg: ModelConfig, head: str | None, with_pooler: bool, legacy: boo
     out += layer_entries(cfg, ("encoder", f"layer_{i}"), f"encoder.layer.{i}")
   mlm = mlm_entries("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias")
   return out + head_entries(cfg, head, with_pooler, mlm, "cls.seq_relationship")
+
+
+ARCHITECTURES.update(task_architectures("bert", "Bert"))

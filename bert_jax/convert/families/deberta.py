@@ -12,7 +12,8 @@ from bert_jax.models.config import ModelConfig
 MODEL_TYPES = ("deberta", "deberta-v2")
 PREFIX = "deberta"
 ARCHITECTURES = {("deberta", None): "DebertaModel", ("deberta", "mlm"): "DebertaForMaskedLM",
-                 ("deberta-v2", None): "DebertaV2Model", ("deberta-v2", "mlm"): "DebertaV2ForMaskedLM"}
+                 ("deberta-v2", None): "DebertaV2Model", ("deberta-v2", "mlm"): "DebertaV2ForMaskedLM",
+                 **bert.task_architectures("deberta", "Deberta"), **bert.task_architectures("deberta-v2", "DebertaV2")}
 
 
 def _pos_att_type(value) -> tuple[str, ...]:
@@ -32,6 +33,8 @@ def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = Non
   if not legacy and embedding_size != hf["hidden_size"]:
     raise ValueError(f"{source}: legacy=False needs embedding_size == hidden_size")
   norm_rel = [x.strip() for x in str(hf.get("norm_rel_ebd", "none")).lower().split("|")]
+  if hf.get("pooler_hidden_size") not in (None, hf["hidden_size"]):
+    raise ValueError(f"{source}: pooler_hidden_size={hf['pooler_hidden_size']} != hidden_size is not supported")
   if hf.get("attention_head_size") not in (None, hf["hidden_size"] // hf["num_attention_heads"]):
     raise ValueError(f"{source}: attention_head_size != hidden_size / num_attention_heads is not supported")
   return ModelConfig(
@@ -56,13 +59,15 @@ def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = Non
       conv_act=hf.get("conv_act", "tanh"),
       pooler="none",
       mlm_transform_size=embedding_size if legacy else hf["hidden_size"],
+      classifier_act=hf.get("pooler_hidden_act", "gelu"),
   )
 
 
 def hf_config(cfg: ModelConfig, legacy: bool = True) -> dict[str, Any]:
   out = {**bert.common_hf_config(cfg), "relative_attention": cfg.relative_attention,
          "pos_att_type": list(cfg.pos_att_type), "max_relative_positions": cfg.max_relative_positions,
-         "position_biased_input": cfg.position_ids != "none", "legacy": legacy}
+         "position_biased_input": cfg.position_ids != "none", "legacy": legacy,
+         "pooler_hidden_size": cfg.hidden_size, "pooler_hidden_act": cfg.classifier_act or "gelu"}
   if cfg.factorized:
     out["embedding_size"] = cfg.embed_dim
   if cfg.family == "deberta":

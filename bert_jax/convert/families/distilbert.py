@@ -16,7 +16,8 @@ from bert_jax.models.config import ModelConfig
 
 MODEL_TYPES = ("distilbert",)
 PREFIX = "distilbert"
-ARCHITECTURES = {("distilbert", None): "DistilBertModel", ("distilbert", "mlm"): "DistilBertForMaskedLM"}
+ARCHITECTURES = {("distilbert", None): "DistilBertModel", ("distilbert", "mlm"): "DistilBertForMaskedLM",
+                 **bert.task_architectures("distilbert", "DistilBert")}
 
 LAYER_NORM_EPS = 1e-12  # DistilBERT's modules hard-code it; config.json has no field for it
 
@@ -34,7 +35,8 @@ def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = Non
       num_layers=hf.get("n_layers", 6), num_heads=hf.get("n_heads", 12), intermediate_size=hf.get("hidden_dim", 3072),
       hidden_act=activation, max_position_embeddings=hf.get("max_position_embeddings", 512), type_vocab_size=0,
       layer_norm_eps=LAYER_NORM_EPS, pad_token_id=hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0,
-      dropout_rate=hf.get("dropout", 0.1), attention_dropout_rate=hf.get("attention_dropout", 0.1), pooler="none")
+      dropout_rate=hf.get("dropout", 0.1), attention_dropout_rate=hf.get("attention_dropout", 0.1), pooler="none",
+      **bert.label_config(hf))
 
 
 def hf_config(cfg: ModelConfig, legacy: bool = True) -> dict[str, Any]:
@@ -47,7 +49,7 @@ def hf_config(cfg: ModelConfig, legacy: bool = True) -> dict[str, Any]:
       vocab_size=cfg.vocab_size, dim=cfg.hidden_size, n_layers=cfg.num_layers, n_heads=cfg.num_heads,
       hidden_dim=cfg.intermediate_size, activation=cfg.hidden_act, max_position_embeddings=cfg.max_position_embeddings,
       sinusoidal_pos_embds=False, dropout=cfg.dropout_rate, attention_dropout=cfg.attention_dropout_rate,
-      pad_token_id=cfg.pad_token_id, initializer_range=0.02, tie_word_embeddings=True)
+      pad_token_id=cfg.pad_token_id, initializer_range=0.02, tie_word_embeddings=True, **bert.label_hf_config(cfg))
 
 
 def layer_entries(ours: tuple[str, ...], hf: str) -> list[Entry]:
@@ -65,7 +67,7 @@ def layer_entries(ours: tuple[str, ...], hf: str) -> list[Entry]:
 
 
 def key_table(cfg: ModelConfig, head: str | None, with_pooler: bool, legacy: bool = True) -> list[Entry]:
-  if head not in (None, "mlm"):
+  if head not in (None, "mlm", *bert.TASK_HEADS):
     raise ValueError(f"Hugging Face conversion of head={head!r} is not supported for distilbert")
   if with_pooler:
     raise ValueError("DistilBERT has no pooler; convert without one (pooler='none')")

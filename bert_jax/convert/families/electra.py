@@ -20,7 +20,7 @@ from bert_jax.models.config import ModelConfig
 MODEL_TYPES = ("electra",)
 PREFIX = "electra"
 ARCHITECTURES = {("electra", None): "ElectraModel", ("electra", "mlm"): "ElectraForMaskedLM",
-                 ("electra", "rtd"): "ElectraForPreTraining"}
+                 ("electra", "rtd"): "ElectraForPreTraining", **bert.task_architectures("electra", "Electra")}
 # (family, head) of bert_jax models that export as ELECTRA: the RTD discriminator of a BERT is
 # ElectraForPreTraining's architecture exactly (BERT layers, embeddings as wide as the layers).
 
@@ -43,7 +43,7 @@ def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = Non
   embedding_size = hf.get("embedding_size", DEFAULT_EMBEDDING_SIZE)
   return ModelConfig(**bert.common_config(hf, source),
                      embedding_size=None if embedding_size == hf["hidden_size"] else embedding_size,
-                     pooler="none", mlm_act="gelu")
+                     pooler="none", mlm_act="gelu", classifier_act="gelu")  # ElectraClassificationHead's gelu
 
 
 def hf_config(cfg: ModelConfig, legacy: bool = True) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def _check_exportable(cfg: ModelConfig) -> None:
 
 
 def key_table(cfg: ModelConfig, head: str | None, with_pooler: bool, legacy: bool = True) -> list[Entry]:
-  if head not in (None, "mlm", "rtd"):
+  if head not in (None, "mlm", "rtd", *bert.TASK_HEADS):
     raise ValueError(f"Hugging Face conversion of head={head!r} is not supported for electra")
   if with_pooler:
     raise ValueError("ELECTRA has no pooler; convert without one (pooler='none')")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bert_jax.convert.families import bert
 from bert_jax.convert.keys import Entry, dense, embed, norm
 from bert_jax.models.config import ModelConfig
 
 MODEL_TYPES = ("modernbert",)
 PREFIX = "model"
-ARCHITECTURES = {("modernbert", None): "ModernBertModel", ("modernbert", "mlm"): "ModernBertForMaskedLM"}
+ARCHITECTURES = {("modernbert", None): "ModernBertModel", ("modernbert", "mlm"): "ModernBertForMaskedLM",
+                 **bert.task_architectures("modernbert", "ModernBert")}
 
 
 def _rope_theta(hf: Mapping[str, Any], layer_type: str, legacy_key: str, default: float, source: str) -> float:
@@ -54,7 +56,8 @@ def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = Non
       local_rotary_base=_rope_theta(hf, "sliding_attention", "local_rope_theta", 10_000.0, source),
       local_attention=int(hf.get("local_attention", 128)), global_attn_every_n_layers=every, pooler="none",
       mlm_act=hf.get("classifier_activation", "gelu"), mlm_dense_bias=bool(hf.get("classifier_bias", False)),
-      mlm_decoder_bias=bool(hf.get("decoder_bias", True)), classifier_pooling=hf.get("classifier_pooling", "cls"))
+      mlm_decoder_bias=bool(hf.get("decoder_bias", True)), classifier_pooling=hf.get("classifier_pooling", "cls"),
+      **bert.label_config(hf))
 
 
 def hf_config(cfg: ModelConfig, legacy: bool = True) -> dict[str, Any]:
@@ -72,7 +75,7 @@ def hf_config(cfg: ModelConfig, legacy: bool = True) -> dict[str, Any]:
                                              "rope_theta": cfg.local_rotary_base or cfg.rotary_base}},
       decoder_bias=cfg.mlm_decoder_bias, classifier_bias=cfg.mlm_dense_bias, classifier_activation=cfg.mlm_act or "gelu",
       classifier_pooling=cfg.classifier_pooling if cfg.classifier_pooling in ("cls", "mean") else "cls",
-      initializer_range=0.02, tie_word_embeddings=True)
+      initializer_range=0.02, tie_word_embeddings=True, **bert.label_hf_config(cfg))
 
 
 def key_table(cfg: ModelConfig, head: str | None, with_pooler: bool, legacy: bool = True) -> list[Entry]:
@@ -99,6 +102,8 @@ def key_table(cfg: ModelConfig, head: str | None, with_pooler: bool, legacy: boo
     out += norm(("mlm", "norm"), "head.norm", backbone=False, bias=nb)
     if cfg.mlm_decoder_bias:
       out.append(Entry(("mlm", "bias"), "decoder.bias", "copy", backbone=False))
+  elif head in bert.TASK_HEADS:
+    out += bert.task_head_entries(cfg, head)
   elif head is not None:
     raise ValueError(f"Hugging Face conversion of head={head!r} is not supported for modernbert")
   return out

@@ -11,7 +11,8 @@ from bert_jax.models.config import ModelConfig
 
 MODEL_TYPES = ("mpnet",)
 PREFIX = "mpnet"
-ARCHITECTURES = {("mpnet", None): "MPNetModel", ("mpnet", "mlm"): "MPNetForMaskedLM"}
+ARCHITECTURES = {("mpnet", None): "MPNetModel", ("mpnet", "mlm"): "MPNetForMaskedLM",
+                 **bert.task_architectures("mpnet", "MPNet")}
 
 # What the reference hard-codes, whatever config.json says: MPNetEncoder.compute_position_bias buckets
 # with its defaults (32 buckets, max_distance 128) and MPNetEmbeddings counts positions from padding_idx 1.

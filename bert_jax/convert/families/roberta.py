@@ -15,7 +15,8 @@ from bert_jax.models.config import ModelConfig
 MODEL_TYPES = ("roberta", "xlm-roberta")
 PREFIX = "roberta"
 ARCHITECTURES = {("roberta", None): "RobertaModel", ("roberta", "mlm"): "RobertaForMaskedLM",
-                 ("xlm-roberta", None): "XLMRobertaModel", ("xlm-roberta", "mlm"): "XLMRobertaForMaskedLM"}
+                 ("xlm-roberta", None): "XLMRobertaModel", ("xlm-roberta", "mlm"): "XLMRobertaForMaskedLM",
+                 **bert.task_architectures("roberta", "Roberta"), **bert.task_architectures("xlm-roberta", "XLMRoberta")}
 
 
 def config_from_hf(hf: Mapping[str, Any], source: str, legacy: bool | None = None) -> ModelConfig:
