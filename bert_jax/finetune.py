@@ -37,6 +37,7 @@ from bert_jax import assets, checkpointing, config_lib, evaluation, loop, metric
 from bert_jax.convert import layout, sentence_transformers
 from bert_jax.convert.pretrained import from_pretrained, save_pretrained
 from bert_jax.data import batching
+from bert_jax.data.finetune import LabelMap
 from bert_jax.data.tokenizers import check_fits, load_tokenizer
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
@@ -47,23 +48,42 @@ from bert_jax.tasks import registry
 
 # Backbone ---------------------------------------------------------------------------------------
 
-def backbone(config: ml_collections.ConfigDict) -> tuple[ModelConfig, dict | None, str]:
-  """(model config, pretrained params or None, tokenizer folder) from config.init_from or config.model."""
+def backbone(config: ml_collections.ConfigDict, head: str | None = None
+             ) -> tuple[ModelConfig, dict | None, str, bool]:
+  """(model config, pretrained params or None, tokenizer folder, whether the params hold the task's head).
+
+  From config.init_from (with the task's `head` when the folder has one and config.fresh_head is off:
+  fine-tuning then continues a fine-tuned model), else config.model from scratch.
+  """
   if config.init_from:
-    model, params = from_pretrained(config.init_from, head=None, dtype=config.model.dtype,
-                                    scan_layers=bool(config.model.scan_layers))
-    return model.config, jax.tree.map(np.asarray, params), config.data.tokenizer or config.init_from
+    kwargs = dict(dtype=config.model.dtype, scan_layers=bool(config.model.scan_layers))
+    with_head = head is not None and not config.get("fresh_head", False)
+    try:
+      model, params = from_pretrained(config.init_from, head=head if with_head else None, **kwargs)
+    except KeyError:  # no such head in the folder: the backbone alone
+      model, params = from_pretrained(config.init_from, head=None, **kwargs)
+      with_head = False
+    return model.config, jax.tree.map(np.asarray, params), config.data.tokenizer or config.init_from, with_head
   cfg = config_lib.model_config(config)
-  return cfg, None, config.data.tokenizer or assets.tokenizer_dir("wordpiece")
+  return cfg, None, config.data.tokenizer or assets.tokenizer_dir("wordpiece"), False
 
 
-def resolve_pooling(config: ml_collections.ConfigDict) -> str:
-  """config.pooling, with "auto" = what the checkpoint was trained for (sentence-transformers: its pooling)."""
+def check_head(config: ml_collections.ConfigDict, task, base_cfg: ModelConfig, cfg: ModelConfig) -> None:
+  """A head continued from init_from must have the outputs the data needs: else an error naming both."""
+  if base_cfg.num_labels != cfg.num_labels:
+    raise ValueError(f"init_from={config.init_from}: its {task.head} head has {base_cfg.num_labels} outputs, "
+                     f"the {config.task} data needs {cfg.num_labels}; set config.fresh_head=True to train a new "
+                     "head instead")
+
+
+def resolve_pooling(config: ml_collections.ConfigDict, base_cfg: ModelConfig) -> str:
+  """config.pooling, with "auto" = what the checkpoint was trained for: a sentence-transformers folder's
+  pooling, else the checkpoint's own classifier pooling (pooler unless it says cls / mean)."""
   if config.pooling != "auto":
     return config.pooling
   if config.init_from and sentence_transformers.is_folder(config.init_from):
     return {"cls": "cls"}.get(sentence_transformers.folder_defaults(config.init_from, -1)["pooling"], "mean")
-  return "pooler"
+  return base_cfg.classifier_pooling
 
 
 def validate(config: ml_collections.ConfigDict, mesh, cfg: ModelConfig, train_size: int) -> None:
@@ -89,21 +109,31 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   if not config.data.train:
     raise ValueError("config.data.train is empty: give the training file (TSV/CSV/JSONL) or tfds:NAME")
   spec = registry.get(config.task, registry.FINETUNE)
-  base_cfg, pretrained, tokenizer_dir = backbone(config)
+  base_cfg, pretrained, tokenizer_dir, with_head = backbone(config, spec.cls.head)
   tokenizer = load_tokenizer(tokenizer_dir)
   check_fits(tokenizer, base_cfg.vocab_size)
   with config.unlocked():
-    config.pooling = resolve_pooling(config)
+    config.pooling = resolve_pooling(config, base_cfg)
   task = spec.cls(config, tokenizer)
 
   start = time.perf_counter()
-  train_set = task.load(config.data.train, "train")
+  # A continued head keeps its classes in its own order (its label names), so class k stays class k.
+  known = LabelMap(list(base_cfg.label_names)) if with_head and base_cfg.label_names else None
+  try:
+    train_set = task.load(config.data.train, "train", known)
+  except ValueError as e:
+    if known is None or "unknown label" not in str(e):
+      raise
+    raise ValueError(f"{e} (the classes of the {task.head} head in init_from={config.init_from}); set "
+                     "config.fresh_head=True to train a new head for these labels") from None
   labels = train_set.labels
   eval_sets = {"eval": task.load(config.data.validation, "validation", labels)} if config.data.validation else {}
   logging.info("read %d training examples%s in %.1f s", len(train_set),
                f", {len(eval_sets['eval'])} validation" if eval_sets else "", time.perf_counter() - start)
 
   cfg = task.model_config(base_cfg, labels)
+  if with_head:
+    check_head(config, task, base_cfg, cfg)
   objective = task.objective(cfg, labels)
   seeds = int(config.seeds)
   rules = sharding.rules_from_config(config.sharding_rules)
@@ -195,6 +225,11 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
     if preempted or total_steps == 0:
       return {}
     checkpointer.wait()
+    if not eval_sets:  # nothing picks a best step: the last one is the model
+      for s in range(seeds):
+        save_best(total_steps, s, state.params, {})
+        best.best[s] = {"step": total_steps, "value": None, "metrics": {}}
+      best.write()
     return finish(config, task, labels, best, writer, total_steps, progress)
   finally:
     checkpointer.close()

@@ -40,6 +40,7 @@ def finetune_config(task: str):
   c.checkpoint_every = -1         # -1 = every epoch
   c.keep_checkpoints = 1
   c.best_metric = spec.best_metric  # validation metric that picks the best checkpoint
+  c.fresh_head = False            # True: a new task head even when init_from holds one (else it continues)
   c.pooling = "auto"              # sequence classification input: auto (the checkpoint's sentence-transformers
                                   # pooling, else the pooler) | pooler | cls | mean
   c.data.train = assets.sentiment_file("train")

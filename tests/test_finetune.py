@@ -134,7 +134,8 @@ def test_init_from_a_hugging_face_folder_loads_the_backbone(movie, tmp_path):
   export_hf(str(tmp_path / "hf"), model, params, tokenizer_from=bundled_tokenizer("wordpiece"))
   config = tiny_config(**{"data.train": movie["train"], "data.validation": "", "total_steps": 0})
   config.init_from = str(tmp_path / "hf")
-  base_cfg, pretrained, tokenizer_dir = finetune.backbone(config)
+  base_cfg, pretrained, tokenizer_dir, with_head = finetune.backbone(config, "classification")
+  assert not with_head  # a bare encoder: the classifier starts fresh
   assert base_cfg.hidden_size == 32 and tokenizer_dir == str(tmp_path / "hf")
   task = registry.get("classify", registry.FINETUNE).cls(config, load_tokenizer(tokenizer_dir))
   labels = task.load(movie["train"], "train").labels
@@ -146,6 +147,47 @@ def test_init_from_a_hugging_face_folder_loads_the_backbone(movie, tmp_path):
   assert new == ["['classifier']['dense']['bias']", "['classifier']['dense']['kernel']"]
   np.testing.assert_array_equal(merged["embeddings"]["word_embeddings"]["embedding"],
                                 np.asarray(params["embeddings"]["word_embeddings"]["embedding"].value))
+
+
+def test_fine_tuning_continues_a_fine_tuned_classifier_with_its_classes(movie, tmp_path):
+  """init_from a fine-tuned classifier keeps its head: at learning rate 0 the continued run scores exactly
+  what the saved model scored, and class k stays class k even when the new data lacks a class."""
+  data = {"data.train": movie["train"], "data.validation": movie["dev"], "eval_every": 4}
+  first = tmp_path / "first"
+  finetune.finetune_and_evaluate(tiny_config(total_steps=4, **data), str(first))
+  saved = json.load(open(first / "best.json"))["seeds"][0]["metrics"]
+  only_pos = tmp_path / "pos.tsv"
+  rows = [r for r in open(movie["train"], encoding="utf-8").read().splitlines()[1:] if r.endswith("\tpos")]
+  only_pos.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+  config = tiny_config(total_steps=1, **{**data, "eval_every": 1, "data.train": str(only_pos)})
+  config.init_from, config.optimizer.learning_rate = str(first / "best"), 0.0
+  finetune.finetune_and_evaluate(config, str(tmp_path / "again"))
+  assert _lines(tmp_path / "again", "eval/accuracy")[1] == pytest.approx(saved["accuracy"])
+  assert _lines(tmp_path / "again", "eval/loss")[1] == pytest.approx(saved["loss"], rel=1e-4)
+  assert json.load(open(tmp_path / "again" / "best" / "bert_jax.json"))["finetune"]["label_names"] == ["neg", "pos"]
+
+  # A label the head has no class for: the error names it and the way out; fresh_head trains a new head.
+  other = tmp_path / "other.tsv"
+  other.write_text("sentence\tlabel\na fine film\tneutral\n" + "\n".join(rows) + "\n", encoding="utf-8")
+  config.data.train = str(other)
+  with pytest.raises(ValueError, match=r"other.tsv:2: unknown label 'neutral'.*fresh_head=True"):
+    finetune.finetune_and_evaluate(config, str(tmp_path / "bad"))
+  config.fresh_head, config.data.validation = True, ""
+  finetune.finetune_and_evaluate(config, str(tmp_path / "fresh"))
+  assert json.load(open(tmp_path / "fresh" / "best" / "bert_jax.json"))["finetune"]["label_names"] == ["neutral",
+                                                                                                      "pos"]
+
+
+def test_a_continued_head_must_have_the_outputs_the_data_needs(movie, tmp_path):
+  """A Hugging Face classifier with one output (placeholder label names) cannot continue on two classes."""
+  folder = tmp_path / "ce"
+  shutil.copytree(REPO / "tests" / "testdata" / "hf" / "bert_cross_encoder", folder)
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, 97)]
+  (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+  config = tiny_config(total_steps=1, **{"data.train": movie["train"], "data.validation": ""})
+  config.init_from = str(folder)
+  with pytest.raises(ValueError, match=r"classification head has 1 outputs, the classify data needs 2.*fresh_head"):
+    finetune.finetune_and_evaluate(config, str(tmp_path / "run"))
 
 
 def test_group_by_length_batches_cover_each_epoch_once_and_resume_by_step():
@@ -417,3 +459,30 @@ def test_regress_reports_correlations_of_its_saved_model(tmp_path):
   # barely trained model, which moves Spearman in the 4th decimal.
   assert best["spearman"] == pytest.approx(stats.spearmanr(data.arrays["labels"], predictions).statistic, abs=1e-3)
   assert best["pearson"] == pytest.approx(stats.pearsonr(data.arrays["labels"], predictions).statistic, abs=1e-4)
+
+
+def test_rerank_takes_a_hugging_face_cross_encoder_folder_as_it_is(tmp_path):
+  """A BertForSequenceClassification with one label (tests/testdata/hf/bert_cross_encoder) plus its
+  vocabulary: scores are sigmoid(logit), as sentence-transformers' CrossEncoder reports them, unless the
+  folder says Identity."""
+  import shutil
+  from bert_jax.convert.pretrained import from_pretrained
+  from bert_jax.search import rerank
+  folder = tmp_path / "ce"
+  shutil.copytree(REPO / "tests" / "testdata" / "hf" / "bert_cross_encoder", folder)
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, 97)]
+  (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+  (folder / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+  queries, passages = ["w5 w6 w7", "w9 w10"], ["w11 w12 w13 w14", "w20 w21 w22"]
+  scorer = rerank.Reranker(str(folder))
+  assert scorer.activation == "sigmoid"
+  model, params = from_pretrained(folder, head="classification")
+  for q, p, got in zip(queries, passages, scorer.score(queries, passages)):
+    enc = scorer.tokenizer.encode(q, p)
+    logit = model.apply({"params": params}, np.asarray([enc.ids]), np.asarray([enc.attention_mask]),
+                        np.asarray([enc.type_ids])).logits[0, 0]
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-logit)), atol=1e-6)
+  config = json.loads((folder / "config.json").read_text())
+  config["sentence_transformers"] = {"activation_fn": "torch.nn.modules.linear.Identity"}
+  (folder / "config.json").write_text(json.dumps(config))
+  assert rerank.Reranker(str(folder)).activation == "identity"

@@ -9,8 +9,12 @@ Input: JSON lines, one query per line, candidates as strings or objects:
 Output: the same lines with `passages` reordered by descending score, each as
 {"id" (given, or the candidate's index), "text", "score"}, cut to --top_k.
 The model is a bert_jax checkpoint with a one-output classification head (as
-`configs/finetune.py:rerank` writes it); pairs are batched in length order so
-each batch pads to a small bucket.
+`configs/finetune.py:rerank` writes it) or a Hugging Face cross-encoder folder as
+it is (a *ForSequenceClassification with one label, e.g. the ms-marco MiniLM
+re-rankers); pairs are batched in length order so each batch pads to a small bucket.
+Scores are the head's logit, or its sigmoid where the folder is a sentence-transformers
+CrossEncoder (its `activation_fn`, sigmoid by default for one label) — `--activation`
+chooses otherwise.
 """
 
 from __future__ import annotations
@@ -51,10 +55,32 @@ def read_candidates(path: str) -> list[dict]:
   return out
 
 
+ACTIVATIONS = ("identity", "sigmoid")
+
+
+def _score(logits: jax.Array, sigmoid: bool) -> jax.Array:
+  return jax.nn.sigmoid(logits) if sigmoid else logits
+
+
+def folder_activation(path: str) -> str:
+  """The score a folder's own tools report: bert_jax folders the logit; a Hugging Face cross-encoder
+  folder what sentence-transformers' CrossEncoder applies (config.json's `sentence_transformers.activation_fn`,
+  or the older `sbert_ce_default_activation_function`; sigmoid when it names none)."""
+  from bert_jax.convert.pretrained import META_FILE
+  if os.path.isfile(os.path.join(path, META_FILE)):
+    return "identity"
+  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+    config = json.load(f)
+  named = ((config.get("sentence_transformers") or {}).get("activation_fn")
+           or config.get("sbert_ce_default_activation_function") or "Sigmoid")
+  return "identity" if named.rsplit(".", 1)[-1] == "Identity" else "sigmoid"
+
+
 class Reranker:
   """Scores (query, passage) pairs with a cross-encoder checkpoint."""
 
-  def __init__(self, path: str, *, max_length: int | None = None, batch_size: int = 64, dtype: str | None = None):
+  def __init__(self, path: str, *, max_length: int | None = None, batch_size: int = 64, dtype: str | None = None,
+               activation: str = "auto"):
     from bert_jax.data.tokenizers import check_fits, load_tokenizer
     from bert_jax.convert.pretrained import META_FILE, from_pretrained
     model, self.params = from_pretrained(path, head="classification", **({"dtype": dtype} if dtype else {}))
@@ -68,8 +94,13 @@ class Reranker:
       with open(os.path.join(path, META_FILE)) as f:
         saved = json.load(f).get("finetune", {})
     self.max_length = max_length or saved.get("max_length") or min(512, model.config.max_length)
-    self._apply = jax.jit(lambda params, batch: self.model.apply(
-        {"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits[:, 0])
+    self.activation = folder_activation(path) if activation == "auto" else activation
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"--activation={activation!r}: expected auto or one of {ACTIVATIONS}")
+    sigmoid = self.activation == "sigmoid"
+    self._apply = jax.jit(lambda params, batch: _score(self.model.apply(
+        {"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits[:, 0],
+        sigmoid))
 
   def score(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
     """[n] scores of the pairs (queries[i], passages[i]), batched in length order like every evaluation."""
@@ -102,11 +133,14 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--max_length", type=int, default=None, help="tokens per pair (default: the training length)")
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--dtype", default=None, help="compute dtype, e.g. bfloat16")
+  parser.add_argument("--activation", default="auto", choices=("auto", *ACTIVATIONS),
+                      help="score = logit (identity) or its sigmoid; auto: the folder's own (see the docstring)")
   args = parser.parse_args(argv)
   start = time.time()
   try:
     rows = read_candidates(args.input)
-    reranker = Reranker(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype)
+    reranker = Reranker(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
+                        activation=args.activation)
     ranked = reranker.rerank(rows, args.top_k)
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise SystemExit(f"error: {e}") from None

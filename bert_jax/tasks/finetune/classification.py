@@ -145,7 +145,8 @@ class ClassifyTask(FinetuneTask):
     return labels.num_classes
 
   def model_config(self, cfg: ModelConfig, labels) -> ModelConfig:
-    return cfg.replace(num_labels=self.num_outputs(labels), classifier_pooling=self.config.pooling)
+    names = tuple(labels.names) if labels is not None else ()
+    return cfg.replace(num_labels=self.num_outputs(labels), classifier_pooling=self.config.pooling, label_names=names)
 
   def objective(self, cfg, labels):
     if self.teacher is not None:

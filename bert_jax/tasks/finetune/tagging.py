@@ -107,7 +107,7 @@ class TagTask(FinetuneTask):
                    extra={"tags": [s.tags for s in sentences], "word_index": word_index}, labels=labels)
 
   def model_config(self, cfg, labels):
-    return cfg.replace(num_labels=labels.num_classes)
+    return cfg.replace(num_labels=labels.num_classes, label_names=tuple(labels.names))
 
   def objective(self, cfg, labels):
     return TaggingObjective(cfg)
