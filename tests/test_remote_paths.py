@@ -24,8 +24,9 @@ from bert_jax.runtime import fileio
 
 
 @contextlib.contextmanager
-def fake_bucket(root):
-  """gs://NAME/... -> root/NAME/... for every epath operation; records what was opened for appending."""
+def fake_bucket(root, copy=None):
+  """gs://NAME/... -> root/NAME/... for every epath operation (`copy` replaces the copy); records what was
+  opened for appending."""
   appends = []
 
   def local(path):
@@ -49,7 +50,7 @@ def fake_bucket(root):
     return ["gs://" + os.path.relpath(p, root) for p in original(local(pattern))]
 
   with epath_testing.mock_epath(open=open_, exists=one, isdir=one, listdir=one, makedirs=one, mkdir=one, remove=one,
-                                rmtree=one, stat=one, walk=one, glob=glob, copy=two, rename=two, replace=two):
+                                rmtree=one, stat=one, walk=one, glob=glob, copy=copy or two, rename=two, replace=two):
     yield appends
 
 
@@ -110,7 +111,8 @@ def test_upload_failure_leaves_the_previous_folder(tmp_path):
     calls.append(b)
     raise OSError("network down")
 
-  with fake_bucket(tmp_path), epath_testing.mock_epath(copy=failing_copy):
+  # One mock: a second mock_epath inside the first would send the other calls to the real disk.
+  with fake_bucket(tmp_path, copy=failing_copy):
     with pytest.raises(OSError, match="network down"):
       fileio.upload_tree(str(source), "gs://bucket/model")
   assert calls and (old / "a.txt").read_text() == "old"
