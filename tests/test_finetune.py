@@ -156,6 +156,17 @@ def test_fine_tuning_continues_a_fine_tuned_classifier_with_its_classes(movie, t
   first = tmp_path / "first"
   finetune.finetune_and_evaluate(tiny_config(total_steps=4, **data), str(first))
   saved = json.load(open(first / "best.json"))["seeds"][0]["metrics"]
+  # Exported for transformers, it is a BertForSequenceClassification with the class names and the same logits.
+  from bert_jax.convert import __main__ as convert
+  from bert_jax.convert.pretrained import from_pretrained
+  convert.to_hf(str(first / "best"), str(tmp_path / "hf"))
+  hf_config = json.load(open(tmp_path / "hf" / "config.json"))
+  assert hf_config["architectures"] == ["BertForSequenceClassification"]
+  assert hf_config["id2label"] == {"0": "neg", "1": "pos"}
+  ids = np.asarray(load_tokenizer(str(tmp_path / "hf")).encode("a fine film").ids)[None]
+  logits = [model.apply({"params": params}, ids).logits for model, params in
+            (from_pretrained(str(path), head="classification") for path in (first / "best", tmp_path / "hf"))]
+  np.testing.assert_allclose(logits[1], logits[0], atol=1e-6)
   only_pos = tmp_path / "pos.tsv"
   rows = [r for r in open(movie["train"], encoding="utf-8").read().splitlines()[1:] if r.endswith("\tpos")]
   only_pos.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")

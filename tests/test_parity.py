@@ -159,3 +159,33 @@ def test_mpnet_export_refuses_what_the_reference_cannot_express():
   assert hf_config_from_model(mpnet.config("tiny"), "mlm")["relative_attention_num_buckets"] == 32
   with pytest.raises(ValueError, match="relative_attention_bucketing"):
     hf_config_from_model(mpnet.config("tiny", relative_attention_bucketing=16, relative_attention_num_buckets=32))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_folder_names_the_head_it_converts_with(case):
+  """config.json's architectures and the stored keys pick the head each golden was made with."""
+  from bert_jax.convert.pretrained import detect_hf_head, read_hf_config, read_hf_state
+  architectures = read_hf_config(str(HF / case)).get("architectures") or ()
+  assert detect_hf_head(read_hf_state(str(HF / case)), architectures) == _head(_golden(case))
+
+
+@pytest.mark.parametrize("case", ["bert_classifier", "deberta_v2_tagger", "modernbert_qa", "distilbert_classifier"])
+def test_the_convert_command_keeps_a_fine_tuned_head_both_ways(case, tmp_path):
+  """python -m bert_jax.convert to bert_jax and back: the task head's logits are the reference's, and the
+  folder it writes again holds the reference's tensors and class names."""
+  from bert_jax.convert import __main__ as convert
+  convert.to_bert_jax(str(HF / case), str(tmp_path / "ours"))
+  model, params, _ = convert.to_hf(str(tmp_path / "ours"), str(tmp_path / "hf"))
+  g = _golden(case)
+  out = _run(model, params, g)
+  for key in ("logits", "start_logits", "end_logits"):
+    if key in g:
+      assert _max_err(getattr(out, key), g[key]) <= ATOL, key
+  original, exported = load_file(HF / case / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
+  assert sorted(exported) == sorted(original)
+  for key, value in original.items():
+    np.testing.assert_array_equal(exported[key], value, err_msg=key)
+  ref_cfg = json.loads((HF / case / "config.json").read_text())
+  new_cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert new_cfg["architectures"] == ref_cfg["architectures"]
+  assert new_cfg.get("id2label") == ref_cfg.get("id2label")

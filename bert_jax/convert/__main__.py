@@ -3,7 +3,8 @@
     python -m bert_jax.convert --src=path/to/hf_model --dst=/tmp/ckpt --to=bert_jax [--verify]
     python -m bert_jax.convert --src=/tmp/ckpt --dst=/tmp/hf_again --to=hf [--verify]
 
-The head is taken from what the source holds (MLM, MLM + NSP/SOP, or none);
+The head is taken from what the source holds (MLM, MLM + NSP/SOP, replaced-token detection, a
+fine-tuned classifier, tagger or QA head, or none);
 tokenizer files are copied along. --verify (needs transformers + torch) runs
 the reference model on a few inputs and prints the per-layer maximum difference.
 """
@@ -26,7 +27,7 @@ flags.mark_flags_as_required(["src", "dst", "to"])
 def to_bert_jax(src: str, dst: str) -> tuple:
   from bert_jax.convert import pretrained
   state = pretrained.read_hf_state(src)
-  head = pretrained.detect_hf_head(state)
+  head = pretrained.detect_hf_head(state, pretrained.read_hf_config(src).get("architectures") or ())
   model, params, info = pretrained.load_hf(src, head, keep_pooler=True)
   pretrained.save_pretrained(dst, model, params, tokenizer_from=src, extra={"hf": {"legacy": info["legacy"]}})
   print(f"{src} ({model.config.family}, head={head}, pooler={model.uses_pooler}) -> bert_jax checkpoint {dst}")
@@ -47,7 +48,7 @@ def _saved_head(path: str) -> str | None:
   from bert_jax.convert.pretrained import META_FILE
   with open(os.path.join(path, META_FILE)) as f:
     head = json.load(f).get("head")
-  return head if head in ("mlm", "pretraining", "rtd") else None
+  return head if head in ("mlm", "pretraining", "rtd", "classification", "token_classification", "qa") else None
 
 
 def main(argv):

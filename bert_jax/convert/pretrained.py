@@ -96,9 +96,19 @@ def _hf_head_present(state: Mapping[str, np.ndarray], head: str | None) -> bool:
   return modernbert_mlm or any(k.startswith(MLM_KEYS) for k in state)
 
 
-def detect_hf_head(state: Mapping[str, np.ndarray]) -> str | None:
-  """The richest head a HF state dict carries: "pretraining" (MLM + NSP/SOP), "rtd" (ELECTRA's
-  discriminator), "mlm" or None."""
+_TASK_SUFFIXES = {"ForSequenceClassification": "classification", "ForTokenClassification": "token_classification",
+                  "ForQuestionAnswering": "qa"}
+
+
+def detect_hf_head(state: Mapping[str, np.ndarray], architectures: Sequence[str] = ()) -> str | None:
+  """The head a HF folder carries: a fine-tuned task head when config.json's `architectures` names one
+  (*ForSequenceClassification, *ForTokenClassification, *ForQuestionAnswering) and its weights are
+  there, else the richest pretraining head of the state dict: "pretraining" (MLM + NSP/SOP), "rtd"
+  (ELECTRA's discriminator), "mlm" or None."""
+  for name in architectures:
+    for suffix, head in _TASK_SUFFIXES.items():
+      if name.endswith(suffix) and _hf_head_present(state, head):
+        return head
   if any(k.startswith(("cls.seq_relationship.", "sop_classifier.")) for k in state) and _hf_head_present(state, "mlm"):
     return "pretraining"
   if _hf_head_present(state, "rtd"):

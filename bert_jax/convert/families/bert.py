@@ -29,10 +29,12 @@ def label_config(hf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def label_hf_config(cfg: ModelConfig) -> dict[str, Any]:
-  """id2label / label2id (placeholders when the model has no names) and problem_type, as transformers writes them."""
-  names = list(cfg.label_names) or [f"LABEL_{i}" for i in range(cfg.num_labels)]
-  out: dict[str, Any] = {"id2label": {str(i): name for i, name in enumerate(names)},
-                         "label2id": {name: i for i, name in enumerate(names)}}
+  """id2label / label2id (placeholders when the model has no names) and problem_type, as transformers writes
+  them: nothing for its default of two unnamed classes."""
+  out: dict[str, Any] = {}
+  if cfg.label_names or cfg.num_labels != 2:
+    names = list(cfg.label_names) or [f"LABEL_{i}" for i in range(cfg.num_labels)]
+    out.update(id2label={str(i): name for i, name in enumerate(names)}, label2id={name: i for i, name in enumerate(names)})
   if cfg.problem_type:
     out["problem_type"] = cfg.problem_type
   return out
