@@ -159,7 +159,7 @@ def test_matches_transformers_golden(name):
 
 def test_goldens_cover_every_family():
   assert set(GOLDEN_FOLDERS) >= {"bert_cased", "roberta_bpe", "albert_spm", "deberta_v3_spm", "deberta_v1_bpe",
-                                 "xlm_roberta_spm", "mpnet_wordpiece", "modernbert_json"}
+                                 "xlm_roberta_spm", "mpnet_wordpiece", "modernbert_json", "xlm_roberta_json", "mpnet_json"}
 
 
 def test_family_conventions():

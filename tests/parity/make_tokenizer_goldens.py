@@ -6,8 +6,8 @@
 For every entry of FOLDERS below this trains a small vocabulary on the bundled
 corpus with the raw `tokenizers` / `sentencepiece` libraries (not with
 bert_jax, so the goldens do not depend on the code they check), writes it with
-the settings files the reference reads (tokenizer_config.json / config.json,
-never a tokenizer.json), loads it with the `transformers` class of that family
+the settings files the reference reads (tokenizer_config.json / config.json; a
+tokenizer.json only as transformers itself writes it, or for ModernBERT's layout), loads it with the `transformers` class of that family
 and writes golden.json: every case of `cases()` with the reference's ids,
 type_ids, offsets, special_tokens_mask, word_ids and decoded text, or the
 error it raises. tests/test_tokenizers.py loads bert_jax's tokenizer from the
@@ -155,6 +155,28 @@ def train_modernbert(folder: Path, lines: list[str]) -> None:
   write_json(folder / "config.json", {"model_type": "modernbert"})
 
 
+def _as_saved_by_transformers(folder: Path, class_name: str, slow_files: list[str]) -> None:
+  """The folder as the Hub ships it: transformers' own tokenizer.json (converted from the slow files,
+  which are then removed so the tokenizer.json is what gets read) and its tokenizer_config.json."""
+  tokenizer = getattr(transformers, class_name).from_pretrained(str(folder))
+  tokenizer.save_pretrained(str(folder))
+  for name in slow_files:
+    (folder / name).unlink()
+
+
+def train_xlm_roberta_json(folder: Path, lines: list[str]) -> None:
+  # multilingual-e5 / BGE-M3 style: the XLM-R vocabulary as a Unigram tokenizer.json.
+  train_xlm_roberta(folder, lines)
+  _as_saved_by_transformers(folder, "XLMRobertaTokenizer", ["sentencepiece.bpe.model"])
+
+
+def train_mpnet_json(folder: Path, lines: list[str]) -> None:
+  # all-mpnet-base-v2 style: MPNet's WordPiece as a tokenizer.json.
+  train_mpnet(folder, lines)
+  _as_saved_by_transformers(folder, "MPNetTokenizer", ["vocab.txt"])
+  write_json(folder / "config.json", {"model_type": "mpnet"})
+
+
 # name -> (train function, transformers class, the vocabulary files it writes)
 FOLDERS = {
     "bert_cased": (train_bert_cased, "BertTokenizer", ["vocab.txt"]),
@@ -165,6 +187,8 @@ FOLDERS = {
     "xlm_roberta_spm": (train_xlm_roberta, "XLMRobertaTokenizer", ["sentencepiece.bpe.model"]),
     "mpnet_wordpiece": (train_mpnet, "MPNetTokenizer", ["vocab.txt"]),
     "modernbert_json": (train_modernbert, "PreTrainedTokenizerFast", ["tokenizer.json"]),
+    "xlm_roberta_json": (train_xlm_roberta_json, "XLMRobertaTokenizer", ["tokenizer.json"]),
+    "mpnet_json": (train_mpnet_json, "MPNetTokenizer", ["tokenizer.json"]),
 }
 
 
