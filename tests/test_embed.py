@@ -93,12 +93,14 @@ def test_order_is_kept_with_mixed_lengths(minilm_loaded, golden):
   _assert_matches(ours, golden["embeddings"][order])
 
 
-def test_mpnet_sentence_transformers_folder_matches():
-  """A random MPNet saved by sentence-transformers with mean Pooling and Normalize (tests/testdata/mpnet_st,
-  written by tests/parity/make_model_goldens.py): MPNet's tokenizer ids, then its embeddings."""
+@pytest.mark.parametrize("name", ["mpnet_st", "modernbert_st", "xlm_roberta_st"])
+def test_sentence_transformers_folders_of_the_newer_families_match(name):
+  """Random MPNet (mean, Normalize), ModernBERT (CLS; windows shorter than the long sentence) and XLM-R
+  (Unigram tokenizer.json; mean, Normalize) models saved by sentence-transformers
+  (tests/parity/make_st_goldens.py): the reference tokenizer's ids, then its embeddings."""
   from bert_jax.data.tokenizers import load_tokenizer
-  folder = str(TESTDATA / "mpnet_st")
-  golden = dict(np.load(TESTDATA / "mpnet_st" / "golden.npz"))
+  folder = str(TESTDATA / name)
+  golden = dict(np.load(TESTDATA / name / "golden.npz"))
   texts = [str(s) for s in golden["sentences"]]
   tokenizer = load_tokenizer(folder)
   for text, ids, mask in zip(texts, golden["input_ids"], golden["attention_mask"]):

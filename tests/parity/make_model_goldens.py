@@ -7,8 +7,8 @@ For every entry of CASES below this writes tests/testdata/hf/<case>/ : a
 `save_pretrained` folder (config.json + model.safetensors) of a tiny, fully
 re-randomised model, plus golden.npz with the inputs and the PyTorch outputs.
 It also writes tests/testdata/minilm/golden.npz (sentence-transformers
-all-MiniLM-L6-v2 embeddings), tests/testdata/mpnet_st/ (a random MPNet
-sentence-transformers folder and its embeddings), tests/testdata/hf/VERSIONS.txt and
+all-MiniLM-L6-v2 embeddings; the random sentence-transformers folders of the
+newer families are tests/parity/make_st_goldens.py's), tests/testdata/hf/VERSIONS.txt and
 tests/testdata/hf/KEYS.txt (safetensors key names and shapes per case), then
 reloads every folder with from_pretrained and checks that it reproduces the
 golden bit for bit.
@@ -679,91 +679,10 @@ def build_minilm() -> dict[str, str]:
     return {"n": str(len(sentences)), "max|normalize(mean)-st.encode|": f"{d:.2e}"}
 
 
-# ---------------------------------------------------------------------------
-# MPNet as a sentence-transformers folder: a random 2-layer MPNetModel with a small WordPiece
-# vocabulary laid out as MPNet's (<s> <pad> </s> <unk> first, BERT's [PAD] [UNK] [CLS] [SEP] [MASK]
-# after them, <mask> last; [UNK] is the unknown token, as in microsoft/mpnet-base), mean Pooling and
-# Normalize, and the embeddings sentence-transformers gives it (tests/test_embed.py).
-# ---------------------------------------------------------------------------
-MPNET_ST_DIR = REPO / "tests" / "testdata" / "mpnet_st"
-MPNET_ST_MAX_LENGTH = 96
-MPNET_ST_EXTRA = [
-    "Hello world",
-    "MPNet writes <s> A </s> for one text; <mask> is special, <mask>here too.",
-    "unaffable tokenization of unseen words: hyperparameterization!",
-    "Tabs\tand\nnewlines,   spaces; ÉCOLE Über naïve",
-]
-
-
-def _mpnet_st_vocab(sentences: list[str]) -> list[str]:
-    """Whole words of most sentences, every character alone and as ##piece; some words left to split."""
-    from tokenizers import normalizers, pre_tokenizers
-
-    norm = normalizers.BertNormalizer(lowercase=True)
-    pre = pre_tokenizers.BertPreTokenizer()
-    words = [w for s in sentences for w, _ in pre.pre_tokenize_str(norm.normalize_str(s))]
-    chars = sorted({c for w in words for c in w} - set("😀👍"))  # emoji stay [UNK]
-    # Words of 9+ letters are left out (they split into pieces), one word in three of the rest kept whole.
-    whole = sorted({w for i, w in enumerate(dict.fromkeys(words)) if len(w) < 9 and i % 3 == 0 and set(w) <= set(chars)})
-    pieces = ["##ing", "##tion", "##ed", "##s", "##er", "##ly", "un", "hyper"]
-    head = ["<s>", "<pad>", "</s>", "<unk>", "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    body = list(dict.fromkeys(chars + ["##" + c for c in chars] + pieces + whole))
-    return head + [t for t in body if t not in head] + ["<mask>"]
-
-
-def build_mpnet_st() -> dict[str, str]:
-    import tempfile
-
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-
-    with open(DEV_TSV, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    sentences = [r[0] for r in rows[1:25]] + EXTRA_SENTENCES + MPNET_ST_EXTRA
-    vocab = _mpnet_st_vocab(sentences)
-    name = "mpnet_st"
-    config = transformers.MPNetConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=53,
-        max_position_embeddings=MPNET_ST_MAX_LENGTH + 2 + 4, layer_norm_eps=1e-5, pad_token_id=1)
-    torch.manual_seed(_seed(name))
-    model = transformers.MPNetModel(config).eval().float()
-    randomize_(model, _seed(name))
-    tokenizer = transformers.MPNetTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
-
-    if MPNET_ST_DIR.exists():
-        shutil.rmtree(MPNET_ST_DIR)
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        transformer = Transformer(tmp, max_seq_length=MPNET_ST_MAX_LENGTH)
-        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
-        SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu").save(str(MPNET_ST_DIR))
-    (MPNET_ST_DIR / "README.md").unlink(missing_ok=True)  # the model card: dates and versions only
-
-    st = SentenceTransformer(str(MPNET_ST_DIR), device="cpu").eval()
-    assert st.max_seq_length == MPNET_ST_MAX_LENGTH, st.max_seq_length
-    emb = st.encode(sentences, batch_size=8, convert_to_numpy=True, show_progress_bar=False)
-    enc = st.tokenizer(sentences, padding="longest", truncation=True, max_length=MPNET_ST_MAX_LENGTH,
-                       return_tensors="pt")
-    assert enc["input_ids"].shape[1] == MPNET_ST_MAX_LENGTH  # the long sentence is truncated
-    ids = enc["input_ids"].numpy()
-    assert (ids == tokenizer.convert_tokens_to_ids("[UNK]")).any() and (ids == len(vocab) - 1).any()
-    np.savez_compressed(
-        MPNET_ST_DIR / "golden.npz",
-        sentences=np.asarray(sentences, dtype=np.str_),
-        embeddings=emb.astype(np.float32),
-        input_ids=ids.astype(np.int32),
-        attention_mask=enc["attention_mask"].numpy().astype(np.int32),
-    )
-    size = sum(p.stat().st_size for p in MPNET_ST_DIR.rglob("*") if p.is_file())
-    return {"n": str(len(sentences)), "vocab": str(len(vocab)), "bytes": str(size)}
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default="", help="comma-separated subset of CASES (default: all)")
     p.add_argument("--no-minilm", action="store_true", help="skip tests/testdata/minilm")
-    p.add_argument("--no-mpnet-st", action="store_true", help="skip tests/testdata/mpnet_st")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -784,8 +703,6 @@ def main(argv=None) -> int:
         print(line)
     if not args.no_minilm:
         print("minilm:", build_minilm())
-    if not args.no_mpnet_st:
-        print("mpnet_st:", build_mpnet_st())
     return 0
 
 
