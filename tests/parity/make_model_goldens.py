@@ -438,6 +438,15 @@ for _family in ("bert", "roberta", "deberta-v2", "distilbert", "modernbert"):
 CASES["bert_cross_encoder"] = dict(family="bert", seq_len=24, head="classification",
                                    config={**CASES["bert_relu"]["config"], "num_labels": 1})
 CASES["modernbert_mean_classifier"] = _task_case("modernbert_biases", "classification", classifier_pooling="mean")
+# The other problem types: multi-label (4 named labels, sigmoid per label) and regression (one output).
+_LABELS4 = dict(id2label={i: t for i, t in enumerate(["sports", "politics", "science", "arts"])},
+                label2id={t: i for i, t in enumerate(["sports", "politics", "science", "arts"])})
+CASES["roberta_multilabel"] = dict(family="roberta", seq_len=24, head="classification",
+                                   config={**CASES["roberta"]["config"], **_LABELS4,
+                                           "problem_type": "multi_label_classification"})
+CASES["electra_regression"] = dict(family="electra", seq_len=24, head="classification",
+                                   config={**CASES["electra_discriminator"]["config"], "num_labels": 1,
+                                           "problem_type": "regression"})
 
 
 def build_case(name: str, spec: dict) -> list[tuple[str, Path]]:
