@@ -76,8 +76,24 @@ def test_unsupported_model_type_and_position_type(tmp_path):
   with pytest.raises(ValueError, match="relative_key"):
     from_pretrained(tmp_path / "m")
   (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "model_type": "funnel"}))
-  with pytest.raises(ValueError, match="funnel"):
+  with pytest.raises(ValueError, match=r"model_type='funnel' is not supported; expected one of .*'modernbert'"):
     from_pretrained(tmp_path / "m")
+
+
+def test_an_architecture_without_a_head_here_names_itself(tmp_path):
+  """A BertForMultipleChoice folder: converting it, or asking for a head, would drop its classifier."""
+  from bert_jax.convert import __main__ as convert
+  shutil.copytree(HF / "bert_cross_encoder", tmp_path / "m")
+  config = json.loads((tmp_path / "m" / "config.json").read_text())
+  (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMultipleChoice"]}))
+  named = r"architectures=\['BertForMultipleChoice'\] is not supported .* 'BertForSequenceClassification'"
+  with pytest.raises(ValueError, match=named):
+    convert.to_bert_jax(str(tmp_path / "m"), str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+  with pytest.raises(ValueError, match=named):
+    from_pretrained(tmp_path / "m", head="classification")
+  model, _ = from_pretrained(tmp_path / "m")  # the encoder alone is well defined
+  assert model.head_name is None
 
 
 def test_bert_jax_checkpoint_round_trip_and_shape_mismatch(tmp_path):

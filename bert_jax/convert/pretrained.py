@@ -127,6 +127,8 @@ def load_hf(path: str, head: str | None = None, *, keep_pooler: bool = False,
   # The head layout follows the stored keys, not config.json (see model_config_from_hf).
   legacy = False if any(k.startswith("lm_predictions.") for k in state) else hf.get("legacy", True)
   cfg = hf_config.model_config_from_hf(hf, os.path.join(path, "config.json"), legacy=legacy)
+  if head is not None or keep_pooler:  # a conversion or a head: nothing of the checkpoint may go unread
+    families.check_architectures(hf, os.path.join(path, "config.json"))
   if not _hf_head_present(state, head):
     kind = {"rtd": "replaced-token-detection (discriminator_predictions.*)", "classification": "classifier",
             "token_classification": "classifier", "qa": "question-answering (qa_outputs / classifier)"}.get(head, "MLM")

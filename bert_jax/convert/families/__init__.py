@@ -34,3 +34,15 @@ def export_config(cfg: ModelConfig, head: str | None) -> ModelConfig:
     if hasattr(module, "adopts") and module.adopts(cfg, head):
       return module.adopt(cfg)
   return cfg
+
+
+def check_architectures(hf: dict, source: str = "config.json") -> None:
+  """Raises naming any class of config.json's `architectures` that bert_jax has no head for (say
+  BertForMultipleChoice), with the ones it reads for that model_type: its weights would be dropped."""
+  module = family(str(hf.get("model_type", "")), source)
+  known = sorted(set(module.ARCHITECTURES.values()))
+  unknown = [name for name in hf.get("architectures") or () if name not in known]
+  if unknown:
+    raise ValueError(f"{source}: architectures={unknown} is not supported (its head would be lost); expected one "
+                     f"of {known}, or load the encoder alone with head=None")
+
