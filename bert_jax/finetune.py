@@ -36,7 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bert_jax import assets, checkpointing, config_lib, evaluation, loop, metrics as metrics_lib, sharding, steps
 from bert_jax.convert import layout, sentence_transformers
 from bert_jax.convert.pretrained import from_pretrained, save_pretrained
-from bert_jax.data import batching
+from bert_jax.data import batching, packing
 from bert_jax.data.finetune import LabelMap
 from bert_jax.data.tokenizers import check_fits, load_tokenizer
 from bert_jax.models import count_backbone_params
@@ -98,6 +98,51 @@ def validate(config: ml_collections.ConfigDict, mesh, cfg: ModelConfig, train_si
                      f"(config.batch_size={config.batch_size})")
   if config.seeds < 1:
     raise ValueError(f"config.seeds={config.seeds}: expected >= 1")
+
+
+# Packing ----------------------------------------------------------------------------------------
+
+def data_shards(mesh) -> int:
+  """Devices a batch's first axis is split over (mesh.data * mesh.fsdp; 1 without a mesh)."""
+  if mesh is None:
+    return 1
+  shape = dict(zip(mesh.axis_names, mesh.devices.shape))
+  return shape["data"] * shape["fsdp"]
+
+
+def row_length(config: ml_collections.ConfigDict) -> int:
+  return int(config.data.get("pack_length", 0) or config.data.max_length)
+
+
+def train_packer(config, task, cfg: ModelConfig, mesh) -> packing.StepPacker | None:
+  """Packs each step's examples when config.data.packing (else None: padded rows)."""
+  if not config.data.get("packing", False):
+    return None
+  if row_length(config) < config.data.max_length:
+    raise ValueError(f"config.data.pack_length={config.data.pack_length} is shorter than data.max_length="
+                     f"{config.data.max_length}: an example must fit one row")
+  return packing.StepPacker(row_length(config), task.packed_inputs, parts=int(config.optimizer.grad_accum_steps),
+                            shards=data_shards(mesh), keep=task.example_tokens(cfg))
+
+
+def eval_packer(config, task, cfg: ModelConfig, mesh, dataset: batching.Dataset) -> packing.EvalPacker | None:
+  """Evaluation batches of one fixed token budget for `dataset` (config.data.packing), else None.
+
+  The budget holds config.eval_batch_size examples of the split's mean length with a tenth to
+  spare, and at least its longest example; rows divide by the data shards.
+  """
+  if not config.data.get("packing", False):
+    return None
+  length, shards, examples = row_length(config), data_shards(mesh), int(config.eval_batch_size)
+  rows = 1
+  for prefix in task.packed_inputs:
+    if f"{prefix}input_ids" not in dataset.arrays:
+      continue
+    per_example = packing.sequence_lengths(dataset.arrays, prefix).reshape(len(dataset), -1)
+    longest = max(packing.first_fit(per_example[i], length)[2] for i in np.argsort(-per_example.sum(1))[:8])
+    rows = max(rows, longest, int(np.ceil(1.1 * examples * per_example.sum(1).mean() / length)))
+  rows = -(-rows // shards) * shards
+  return packing.EvalPacker(length, rows, examples, task.packed_inputs, keep=task.example_tokens(cfg))
 
 
 # The run ----------------------------------------------------------------------------------------
@@ -174,18 +219,25 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   def batch_indices(step: int, seed: int) -> np.ndarray:
     return batching.train_indices(seed, step, config.batch_size, train_set.lengths, config.data.group_by_length)
 
+  step_packer = train_packer(config, task, cfg, mesh)
+
   def step_fn(state: steps.TrainState, step: int):
     indices = np.stack([batch_indices(step, config.seed + k) for k in range(seeds)])
-    length = batching.bucket_length(int(train_set.lengths[indices].max()), config.data.max_length)
-    arrays = batching.take(train_set, indices if seeds > 1 else indices[0], length)
+    # Packed, the example layout is only what the head reads: its width stays fixed (one shape less).
+    length = config.data.max_length if step_packer else batching.bucket_length(
+        int(train_set.lengths[indices].max()), config.data.max_length)
+    arrays = task.train_arrays(batching.take(train_set, indices if seeds > 1 else indices[0], length))
+    if step_packer:
+      arrays = step_packer(arrays, seeds)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return train_step(state, device_batch(task.train_arrays(arrays), batch_sharding))
+      return train_step(state, device_batch(arrays, batch_sharding))
 
   def evaluate_split(params, dataset: batching.Dataset) -> list[dict[str, float]]:
     """Task metrics of each seed on a whole split."""
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       outputs = batching.predict_split(predict, params, dataset, config.eval_batch_size, task.token_outputs,
-                                            lambda a: device_batch(a, eval_batch_sharding), seeds)
+                                       lambda a: device_batch(a, eval_batch_sharding), seeds,
+                                       packer=eval_packer(config, task, cfg, mesh, dataset))
     return [task.metrics(dataset, {k: v[s] if seeds > 1 else v for k, v in outputs.items()}) for s in range(seeds)]
 
   def save_best(step: int, seed: int, params, values: dict[str, float]) -> None:
@@ -211,8 +263,11 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
           best.record(s, step, values)
       best.write()
 
-  mean_length = float(np.mean([batching.bucket_length(int(train_set.lengths[batch_indices(s, config.seed)].max()),
-                                                           config.data.max_length) for s in range(1, per_epoch + 1)]))
+  if step_packer:  # real tokens: packed rows carry next to no padding
+    mean_length = float(np.mean(train_set.lengths))
+  else:
+    mean_length = float(np.mean([batching.bucket_length(int(train_set.lengths[batch_indices(s, config.seed)].max()),
+                                                        config.data.max_length) for s in range(1, per_epoch + 1)]))
   progress = metrics_lib.Progress(total_steps, int(config.batch_size * mean_length * seeds), None, None)
   runner = loop.Loop(config, writer=writer, progress=progress, checkpointer=checkpointer, total_steps=total_steps,
                      eval_every=eval_every, checkpoint_every=checkpoint_every, seeds=seeds,
@@ -317,7 +372,7 @@ def evaluate_folder(config, task, path: str, dataset) -> dict[str, float]:
   model, params = from_pretrained(path, head=task.head, dtype=config.model.dtype)
   objective = task.objective(model.config, dataset.labels)
   outputs = batching.predict_split(jax.jit(objective.predict), params, dataset, config.eval_batch_size,
-                                        task.token_outputs)
+                                   task.token_outputs, packer=eval_packer(config, task, model.config, None, dataset))
   return task.metrics(dataset, outputs)
 
 

@@ -242,8 +242,9 @@ class Loop:
     rates = self.progress.rates(s)
     if self.examples_per_step:
       rates["perf/examples_per_sec"] = rates["perf/steps_per_sec"] * self.examples_per_step
+    real = record.get("train/real_token_fraction")
     self.writer.write(s, {**record, **rates})
-    self.progress.print(self.progress.line(s, record["train/loss"], rates))
+    self.progress.print(self.progress.line(s, record["train/loss"], rates, real))
     self._pending = []
 
   def run(self, state: steps.TrainState, start_step: int, step_fn, evaluate,

@@ -156,12 +156,14 @@ class Progress:
       out["perf/mfu"] = steps_per_s * self.flops_per_step / self.peak
     return out
 
-  def line(self, step: int, loss: float, rates: Mapping[str, float]) -> str:
+  def line(self, step: int, loss: float, rates: Mapping[str, float], real_fraction: float | None = None) -> str:
+    """real_fraction: the share of token slots holding real tokens (the rest is padding), shown beside tokens/s."""
     sps = rates["perf/steps_per_sec"]
     eta = (self.total - step) / sps if sps > 0 else float("inf")
     mfu = f" | MFU {rates['perf/mfu']:.1%}" if "perf/mfu" in rates else ""
+    real = f" ({real_fraction:.0%} real)" if real_fraction is not None else ""
     return (f"step {step:>7}/{self.total} | loss {loss:.4f} | {sps:.2f} steps/s | "
-            f"{rates['perf/tokens_per_sec']:,.0f} tokens/s{mfu} | ETA {format_duration(eta)}")
+            f"{rates['perf/tokens_per_sec']:,.0f} tokens/s{real}{mfu} | ETA {format_duration(eta)}")
 
   def print(self, text: str) -> None:
     if jax.process_index() == 0:

@@ -152,3 +152,85 @@ def rules_from_config(rules) -> tuple[tuple[str, object], ...]:
       target = tuple(target)
     out.append((name, target))
   return tuple(out)
+
+
+# -- data parallelism for inference (bert_jax.embed, bert_jax.search, the re-ranker) --------------
+#
+# Inference shards only its batch: every device of every process holds the whole model and a block of
+# the batch rows. Each process builds just the rows of its own devices, and results come back per block.
+
+BATCH_SPEC = PartitionSpec(("data", "fsdp"))  # the rows of a batch, as DEFAULT_RULES shard "batch"
+
+
+def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Every device (default: jax.devices(), all processes) on the "data" axis."""
+  return make_mesh({"data": -1}, devices)
+
+
+def batch_shards(mesh: Mesh) -> int:
+  """How many blocks a batch's rows are split into: rows must be a multiple of this."""
+  sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
+  return sizes["data"] * sizes["fsdp"]
+
+
+def replicate(tree, mesh: Mesh):
+  """`tree` (the same values on every process) placed whole on every device of `mesh`."""
+  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def local_row_blocks(rows: int, mesh: Mesh) -> dict[jax.Device, tuple[int, int]]:
+  """(start, stop) of the batch rows each of this process's devices holds, for a batch of `rows`."""
+  if rows % batch_shards(mesh):
+    raise ValueError(f"a batch of {rows} rows does not split over {batch_shards(mesh)} devices")
+  index = NamedSharding(mesh, BATCH_SPEC).addressable_devices_indices_map((rows,))
+  return {device: slice_.indices(rows)[:2] for device, (slice_,) in index.items()}
+
+
+def shard_rows(build, rows: int, mesh: Mesh) -> tuple[jax.Array, ...]:
+  """Global arrays [rows, ...] split by rows over `mesh`, each process building only the rows it holds.
+
+  build(start, stop) -> a tuple of numpy arrays [stop - start, ...], called once per block of rows
+  this process holds (a block shared by several devices is built once).
+  """
+  sharding = NamedSharding(mesh, BATCH_SPEC)
+  blocks = local_row_blocks(rows, mesh)
+  built = {span: build(*span) for span in dict.fromkeys(blocks.values())}
+  first = next(iter(built.values()))
+  return tuple(
+      jax.make_array_from_single_device_arrays(
+          (rows, *first[k].shape[1:]), sharding,
+          [jax.device_put(np.ascontiguousarray(built[span][k]), device) for device, span in blocks.items()])
+      for k in range(len(first)))
+
+
+def local_rows(array: jax.Array) -> list[tuple[int, np.ndarray]]:
+  """(first row, rows) of each distinct block of `array` that this process holds, fetched to the host."""
+  seen, out = set(), []
+  for shard in array.addressable_shards:
+    start = shard.index[0].indices(array.shape[0])[0] if shard.index else 0
+    if start not in seen:
+      seen.add(start)
+      out.append((start, np.asarray(shard.data)))
+  return out
+
+
+def gather_rows(values: np.ndarray, rows: np.ndarray, total: int) -> np.ndarray:
+  """[total, ...] on every process from each process's `values` [n, ...] for its `rows` [n] (disjoint).
+
+  One process: values scattered into place. Several: an allgather of every process's rows
+  (padded to the longest share), so process 0 can write one ordered output.
+  """
+  out = np.zeros((total, *values.shape[1:]), values.dtype)
+  if jax.process_count() == 1:
+    out[rows] = values
+    return out
+  from jax.experimental import multihost_utils
+  longest = int(np.max(multihost_utils.process_allgather(np.int64(len(rows)))))
+  padded_values = np.zeros((longest, *values.shape[1:]), values.dtype)
+  padded_values[:len(rows)] = values
+  padded_rows = np.full(longest, -1, np.int64)
+  padded_rows[:len(rows)] = rows
+  all_values, all_rows = multihost_utils.process_allgather((padded_values, padded_rows))
+  used = all_rows >= 0
+  out[all_rows[used]] = all_values[used]
+  return out

@@ -80,6 +80,10 @@ def train_step(state: TrainState, batch: dict, *, objective: Objective, tx: opta
                             skipped=state.skipped + (~finite).astype(jnp.int32))
   metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
              "nonfinite": (~finite).astype(jnp.int32), **objective.summarize(sums)}
+  masks = [v for k, v in batch.items() if k.endswith("attention_mask")]
+  if masks:  # what padding costs: the share of the computed token slots that hold a real token
+    metrics["real_token_fraction"] = (sum(jnp.sum(m.astype(jnp.float32)) for m in masks)
+                                      / sum(m.size for m in masks))
   return new_state, metrics
 
 

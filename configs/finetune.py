@@ -52,6 +52,8 @@ def finetune_config(task: str):
   c.data.label_column = "label"
   c.data.tfds_data_dir = ""
   c.data.group_by_length = True   # batches of similar lengths (less padding); still random and resumable
+  c.data.packing = True           # padding-free: several examples per row (bert_jax/data/packing.py)
+  c.data.pack_length = 0          # tokens per packed row; 0 = data.max_length
   c.data.doc_stride = 128         # qa: overlap between windows of a long context
   c.data.max_query_length = 64    # qa: question tokens kept
   c.data.max_answer_length = 30   # qa: longest predicted answer in tokens

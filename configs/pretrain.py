@@ -10,6 +10,11 @@ size in tiny, mini, small, base, large (albert also xlarge, xxlarge). The
 model keeps the family's standard vocabulary (30522, 50265, 30000, 128100, 50368) even
 with the small bundled tokenizer, so its parameter count is the reference one.
 
+RoBERTa, DeBERTa and ModernBERT train padding-free by default (data.packing: whole documents'
+sentences, several documents to a row, attention and positions per document; the progress line and
+metrics.jsonl show the share of real tokens); --config.data.packing=False gives RoBERTa's
+FULL-SENTENCES rows instead.
+
 ModernBERT's recipe: MLM only with 30% masking on packed rows (padding-free: several
 documents per row, attention and rotary positions per document), warmup-stable-decay.
 Context extension: start from a shorter-context run with a longer row and a new rotary base,
@@ -24,11 +29,12 @@ from bert_jax import assets, config_lib, models
 # the bundled tokenizer, the objective (bert_jax/tasks/registry.py) and the data / optimizer settings.
 FAMILIES = {
     "bert": {"tokenizer": "wordpiece", "objective": "mlm_nsp", "data.dynamic_masking": False},
-    "roberta": {"tokenizer": "bpe", "objective": "mlm", "data.dynamic_masking": True},
+    # Padding-free: whole documents' sentences packed several to a row (segment-aware attention).
+    "roberta": {"tokenizer": "bpe", "objective": "mlm", "data.dynamic_masking": True, "data.packing": True},
     "albert": {"tokenizer": "spm", "objective": "mlm_sop", "data.whole_word_masking": True,
                "optimizer.name": "lamb", "optimizer.learning_rate": 1e-3},
     "deberta": {"tokenizer": "spm", "objective": "mlm", "data.dynamic_masking": True,
-                "data.whole_word_masking": False},
+                "data.whole_word_masking": False, "data.packing": True},
     "modernbert": {"tokenizer": "bpe", "objective": "mlm", "data.dynamic_masking": True, "data.mask_rate": 0.3,
                    "data.packing": True, "data.max_length": 512, "data.max_predictions": 160,
                    "optimizer.schedule": "wsd", "optimizer.decay_ratio": 0.1, "optimizer.learning_rate": 8e-4,

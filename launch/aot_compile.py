@@ -15,6 +15,11 @@ model FLOPs of one step and the step time and tokens/s that 40% MFU would give.
 A program that does not fit is reported as such (the compiler's own
 out-of-memory verdict), with the numbers it gave.
 
+`--config.model.attention_impl=splash` compiles the Pallas splash kernel (models/splash.py)
+for the TPU: global layers with the packed rows' segment ids, ModernBERT's local layers with
+its sliding window as well; the kernel has no probability dropout and no score bias, so
+BERT needs `--config.model.attention_dropout_rate=0` and DeBERTa / MPNet are refused.
+
 Topologies: v4-8 ... v4-4096, v5e-1 ... v5e-256, v5p-8 ... v5p-1024, v6e-1 ... v6e-256
 (the chip counts of Cloud TPU slice names), or a raw libtpu name such as `v5e:4x4`.
 `--topology=cpu` compiles for this machine's CPU devices instead (handy for testing;
@@ -135,7 +140,8 @@ def compile_for(config, devices, chip: dict) -> dict:
   report = {"topology": chip["name"], "libtpu_topology": chip.get("topology"), "chips": len(devices),
             "mesh": dict(zip(mesh.axis_names, mesh.devices.shape)), "family": cfg.family,
             "params": n_params, "batch_size": config.batch_size, "max_length": config.data.max_length,
-            "dtype": cfg.dtype, "remat": cfg.remat_policy, "scan_layers": cfg.scan_layers,
+            "dtype": cfg.dtype, "remat": cfg.remat_policy, "attention_impl": cfg.attention_impl,
+            "scan_layers": cfg.scan_layers,
             "state_gib_per_chip": state_bytes / GiB, "batch_gib_per_chip": batch_bytes / GiB,
             "model_tflops_per_step": model_flops / 1e12}
   try:
@@ -207,7 +213,8 @@ def main(argv):
 
 def format_report(r: dict) -> str:
   lines = [f"{r['family']} ({r['params']:,} params with heads), batch {r['batch_size']} x {r['max_length']}, "
-           f"{r['dtype']}, remat {r['remat']} on {r['topology']} ({r['chips']} chips), mesh {r['mesh']}"]
+           f"{r['dtype']}, remat {r['remat']}, attention {r.get('attention_impl', 'xla')} on {r['topology']} "
+           f"({r['chips']} chips), mesh {r['mesh']}"]
   lines.append(f"  params + optimizer state per chip: {r['state_gib_per_chip']:.2f} GiB; "
                f"batch per chip: {r['batch_gib_per_chip'] * 1024:.1f} MiB")
   if "error" in r:

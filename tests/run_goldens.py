@@ -40,7 +40,9 @@ PRETRAIN = {"total_steps": STEPS, "batch_size": 8, "data.max_length": 64, "data.
             "log_every": 1, "eval_every": 4, "eval_steps": 2, "checkpoint_every": 4,
             "optimizer.warmup_steps": 2, "data.validation_documents": 3}
 # A from-scratch backbone small enough for seconds per run (the bundled WordPiece vocabulary).
+# Padded rows (data.packing=False) pin the reference path; "classify-packed" pins the default packed one.
 FINETUNE = {"total_steps": STEPS, "batch_size": 8, "eval_batch_size": 16, "log_every": 1, "eval_every": 4,
+            "data.packing": False,
             "checkpoint_every": 4, "data.max_length": 64, "model.num_layers": 2, "model.hidden_size": 64,
             "model.num_heads": 2, "model.intermediate_size": 128}
 # The resumable cases: a model small enough to commit its checkpoint (hidden 16, the 8192-row vocabulary).
@@ -192,17 +194,20 @@ def _quickstart(root: pathlib.Path, workdirs):
 # name -> (build(root, workdirs) -> (config argument, overrides), cases that must run first)
 CASES = {
     "bert-tiny": (_pretrain("bert-tiny"), ()),
-    "roberta-tiny": (_pretrain("roberta-tiny"), ()),
-    "roberta-tiny-packed": (_pretrain("roberta-tiny", **{"data.packing": True}), ()),
+    "roberta-tiny": (_pretrain("roberta-tiny", **{"data.packing": False}), ()),  # FULL-SENTENCES
+    "roberta-tiny-packed": (_pretrain("roberta-tiny", **{"data.packing": True}), ()),  # the default
     "albert-tiny": (_pretrain("albert-tiny"), ()),
-    "deberta-tiny": (_pretrain("deberta-tiny"), ()),
-    "deberta-tiny-emd": (_pretrain("deberta-tiny", **{"model.emd_layers": 2, "model.scan_layers": False}), ()),
+    "deberta-tiny": (_pretrain("deberta-tiny", **{"data.packing": False}), ()),
+    "deberta-tiny-packed": (_pretrain("deberta-tiny"), ()),  # the default
+    "deberta-tiny-emd": (_pretrain("deberta-tiny", **{"model.emd_layers": 2, "model.scan_layers": False,
+                                                      "data.packing": False}), ()),
     "bert-tiny-rtd": (_pretrain("bert-tiny", objective="rtd"), ()),
     "bert-tiny-distill": (_pretrain("bert-tiny", objective="distill_mlm", **{
         "distill.teacher": lambda w: str(w["bert-tiny"] / "model"), "distill.alpha_hidden": 1.0,
         "distill.alpha_attention": 1.0}), ("bert-tiny",)),
     "quickstart": (_quickstart, ()),
     "classify": (_finetune("classify", sentiment), ()),
+    "classify-packed": (_finetune("classify", sentiment, **{"data.packing": True}), ()),
     "classify-seeds": (_finetune("classify", sentiment, seeds=2, **{"optimizer.layerwise_lr_decay": 0.8}), ()),
     "classify-init": (_finetune("classify", sentiment, init_from=lambda w: str(w["bert-tiny"] / "model")),
                       ("bert-tiny",)),

@@ -232,7 +232,8 @@ def load_bert_jax(path: str, head: str | None = None, **overrides) -> tuple[Enco
   if head != saved_head:
     params = _select_head(params, saved_head, head, cfg, path)
   with_pooler = meta.get("with_pooler", False) and "pooler" in params
-  params.pop("pooler", None) if not with_pooler else None
+  if not with_pooler and "pooler" not in head_param_groups(head, cfg):  # DeBERTa's context pooler is its head's
+    params.pop("pooler", None)
   saved_scan = cfg.scan_layers
   cfg = cfg.replace(**overrides) if overrides else cfg
   if saved_scan and not cfg.scan_layers:

@@ -2,7 +2,8 @@
 
     python -m bert_jax.embed --model=PATH --input=FILE --output=OUT.npy \
         [--pooling=mean|cls|max] [--normalize | --no-normalize] [--max_length=N] \
-        [--long_inputs=truncate|chunk] [--batch_size=N] [--dtype=float32|bfloat16] [--allow_empty_lines]
+        [--long_inputs=truncate|chunk] [--batch_size=N] [--dtype=float32|bfloat16] [--allow_empty_lines] \
+        [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 
 PATH is a Hugging Face folder or a bert_jax checkpoint folder; the text is
 tokenized with the model's own tokenizer (tokenizer.json / vocab.txt / spm.model
@@ -31,6 +32,7 @@ Modules, in the order a run uses them:
   planning   windows packed into rows, rows into batches of a few shapes
   encoding   the jitted encoder + pooling per batch, windows merged per text; embed_texts, load
   cli        flags, reading the input lines, writing the .npy
+  processes  several processes: their flags, jax.distributed, process 0 writes
 
 Speed: texts are tokenized in one parallel call, then packed: several short
 texts share one row of the batch, each in its own attention segment with its
@@ -40,6 +42,13 @@ XLA compiles a handful of programs (3 for the 7,960 movie sentences on CPU),
 concurrently and while earlier shapes run. The CLI keeps compiled programs in
 a persistent cache (~/.cache/bert_jax/jax_cache, or $JAX_COMPILATION_CACHE_DIR;
 --no-compilation_cache turns it off) so repeat runs skip compilation.
+
+Every device: the rows of each batch are split over all devices (the token
+budget above is per device, --batch_size is rounded up to a multiple of the
+devices), the params replicated. With several processes (the flags of
+bert_jax.main; none on TPU VMs and SLURM) each process reads the whole input,
+packs and encodes the rows of its own devices, and process 0 writes the one
+OUT.npy, equal to a one-device run's (float32 noise: cosine >= 0.99999 per row).
 """
 
 from bert_jax.embed.cli import main

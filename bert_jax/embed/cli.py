@@ -2,7 +2,9 @@
 
 `run` checks everything that can be checked before the model is loaded (the
 output folder, the model folder, every input line), then embeds with
-`encoding.embed_with_settings` and writes float32 [lines, hidden].
+`encoding.embed_with_settings` and writes float32 [lines, hidden]. With
+several processes (`processes`), each checks and reads the same input and
+process 0 writes the one output.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bert_jax.convert.sentence_transformers import POOLINGS, folder_defaults
+from bert_jax.embed import processes
 from bert_jax.embed.encoding import embed_with_settings, load
 from bert_jax.embed.settings import LONG_INPUTS, EmbedError, resolve_settings
 from bert_jax.runtime import caches, fileio
@@ -59,22 +62,26 @@ def _parser() -> argparse.ArgumentParser:
                       help="tokens per sequence (default: max_seq_length, else min(512, position table))")
   parser.add_argument("--long_inputs", choices=LONG_INPUTS, default="truncate")
   parser.add_argument("--batch_size", type=int, default=None,
-                      help="rows per batch (a row packs several short texts); default: ~4096 tokens per batch "
-                           "on CPU, ~16384 on accelerators")
+                      help="rows per batch (a row packs several short texts), rounded up to a multiple of the "
+                           "devices; default: ~4096 tokens per device on CPU, ~16384 on accelerators")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
   parser.add_argument("--allow_empty_lines", action="store_true", help="embed empty lines as empty strings")
   parser.add_argument("--compilation_cache", action=argparse.BooleanOptionalAction, default=True,
                       help=f"keep compiled programs in {caches.path('jax_cache')}")
+  processes.add_flags(parser)
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = _parser().parse_args(argv)
-  try:
-    run(args)
-  except (EmbedError, FileNotFoundError, ValueError, KeyError) as e:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
-    raise SystemExit(f"bert_jax.embed: error: {message}") from e
+  with processes.errors_end_this_process():
+    try:
+      processes.initialize(args, EmbedError)
+      run(args)
+    except (EmbedError, FileNotFoundError, ValueError, KeyError) as e:
+      message = e.args[0] if isinstance(e, KeyError) and e.args else e
+      raise SystemExit(f"bert_jax.embed: error: {message}") from e
+    processes.written(args.output)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -92,4 +99,5 @@ def run(args: argparse.Namespace) -> None:
                               long_inputs=args.long_inputs)
   show = len(texts) > PROGRESS_MIN_TEXTS or sys.stderr.isatty()
   vectors = embed_with_settings(model, params, tokenizer, texts, settings, args.batch_size, show)
-  save_npy(args.output, vectors)
+  if processes.writes():
+    save_npy(args.output, vectors)

@@ -3,6 +3,13 @@
 `embed_texts` is the Python entry point (a model folder or a loaded
 (model, params, tokenizer) -> float32 [texts, hidden]); `embed_with_settings`
 is the same once the settings are resolved, which the CLI calls.
+
+Every device runs: the rows of each batch are split over a data-parallel mesh
+of all devices of all processes (`sharding.data_parallel_mesh`), the params
+replicated. Every process tokenizes all texts and makes the same plan (the
+programs of a multi-process run must match), but packs, runs and fetches only
+the rows of its own devices; the window vectors are gathered at the end, so
+every process returns the whole [texts, hidden] in text order.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import sharding
 from bert_jax.convert.sentence_transformers import folder_defaults
 from bert_jax.embed.planning import (COMPILE_COST_TOKENS_ACCELERATOR, COMPILE_COST_TOKENS_CPU,
                                      TOKENS_PER_BATCH_ACCELERATOR, TOKENS_PER_BATCH_CPU, Batch, plan_batches)
@@ -51,12 +59,13 @@ def pack(windows: Windows, batch: Batch, pad_id: int, position_offset: int) -> t
 
 def pool_segments(hidden: jax.Array, segment_ids: jax.Array, num_segments: int, pooling: str) -> jax.Array:
   """hidden [b, l, H], segment_ids [b, l] (1..S; 0 = padding) -> [b, S, H] (empty segments: junk)."""
-  batch, length, width = hidden.shape
   hidden = hidden.astype(jnp.float32)
   if pooling == "max":
-    flat = jnp.where(segment_ids > 0, segment_ids - 1 + num_segments * jnp.arange(batch)[:, None], batch * num_segments)
-    pooled = jax.ops.segment_max(hidden.reshape(-1, width), flat.reshape(-1), batch * num_segments + 1)
-    return pooled[:-1].reshape(batch, num_segments, width)
+    # Row by row (a scatter with a batch dimension): a scatter over the flattened batch would make
+    # the partitioner all-reduce across the devices the rows are split over.
+    def row_max(row_hidden, row_segments):  # [l, H], [l] -> [S, H]; segment 0 is the padding
+      return jax.ops.segment_max(row_hidden, row_segments, num_segments + 1)[1:]
+    return jax.vmap(row_max)(hidden, segment_ids)
   member = (segment_ids[:, None, :] == jnp.arange(1, num_segments + 1)[None, :, None]).astype(jnp.float32)
   if pooling == "cls":
     member = member * (jnp.cumsum(member, axis=-1) == 1)  # the first token of each segment
@@ -84,11 +93,18 @@ def embed_batch(params, input_ids, segment_ids, position_ids, token_type_ids, *,
 
 
 class Progress:
-  """"embedded 3,200/7,960 texts (410/s, ETA 12s)" on stderr, rewritten in place."""
+  """"embedded 3,200/7,960 texts (410/s, ETA 12s)" on stderr, rewritten in place.
 
-  def __init__(self, total: int, owner: np.ndarray, enabled: bool):
-    self.total, self.owner, self.enabled, self.done = total, owner, enabled, 0
-    self.pending = np.bincount(owner, minlength=total) if enabled else None
+  share: int [n], the windows this process runs when there are several processes (None: all).
+  The line then counts the texts of that share, which tracks the whole run: each process holds
+  a block of rows of every batch.
+  """
+
+  def __init__(self, total: int, owner: np.ndarray, enabled: bool, share: np.ndarray | None = None):
+    self.owner, self.enabled, self.done = owner, enabled, 0
+    self.pending = np.bincount(owner if share is None else owner[share], minlength=total) if enabled else None
+    self.total = total if share is None or not enabled else int(np.count_nonzero(self.pending))
+    self.label = "" if share is None else f" on process {jax.process_index()} of {jax.process_count()} (its share)"
     self.start = self.last = time.perf_counter()
 
   def update(self, windows: np.ndarray) -> None:
@@ -104,7 +120,8 @@ class Progress:
       self.last = now
       rate = self.done / max(now - self.start, 1e-9)
       eta = (self.total - self.done) / rate if rate else float("inf")
-      sys.stderr.write(f"\rembedded {self.done:,}/{self.total:,} texts ({rate:,.0f}/s, ETA {eta:.0f}s)   ")
+      sys.stderr.write(f"\rembedded {self.done:,}/{self.total:,} texts{self.label} "
+                       f"({rate:,.0f}/s, ETA {eta:.0f}s)   ")
       sys.stderr.flush()
 
   def close(self) -> None:
@@ -112,42 +129,77 @@ class Progress:
       sys.stderr.write("\n")
 
 
-def run_batches(model, params, windows: Windows, batches: list[Batch], pad_id: int, pooling: str,
-                normalize: bool, progress: Progress) -> np.ndarray:
-  """float32 [windows, H]: every batch through `embed_batch`.
+def pad_rows(batch: Batch, multiple: int) -> Batch:
+  """`batch` with empty rows added up to a multiple of `multiple` rows (the devices it is split over)."""
+  rows = -(-batch.shape[0] // multiple) * multiple
+  if rows == batch.shape[0]:
+    return batch
+  windows = np.full((rows, batch.windows.shape[1]), -1, np.int64)
+  windows[:batch.shape[0]] = batch.windows
+  return Batch(windows, (rows, batch.shape[1]))
 
-  Each shape is compiled in a thread pool as soon as the plan is known, so
-  compilation overlaps with running the shapes before it. Results are
-  fetched one batch late, keeping the device busy while the host packs.
+
+def local_windows(batches: list[Batch], mesh) -> np.ndarray:
+  """int [n]: the windows whose rows this process's devices hold, over all (padded) batches."""
+  out = [batch.windows[start:stop] for batch in batches
+         for start, stop in dict.fromkeys(sharding.local_row_blocks(batch.shape[0], mesh).values())]
+  out = np.concatenate([w.reshape(-1) for w in out]) if out else np.zeros(0, np.int64)
+  return out[out >= 0]
+
+
+def run_batches(model, params, windows: Windows, batches: list[Batch], pad_id: int, pooling: str,
+                normalize: bool, progress: Progress, mesh=None) -> np.ndarray:
+  """float32 [windows, H] on every process: every batch through `embed_batch`, its rows split over `mesh`.
+
+  mesh: default every device of every process (`sharding.data_parallel_mesh`); a
+  batch whose rows do not split evenly over it gets empty rows. Each shape is
+  compiled in a thread pool as soon as the plan is known, so compilation
+  overlaps with running the shapes before it. Results are fetched one batch
+  late, keeping the devices busy while the host packs.
   """
   cfg = model.config
+  mesh = mesh if mesh is not None else sharding.data_parallel_mesh()
+  batches = [pad_rows(b, sharding.batch_shards(mesh)) for b in batches]
+  params = sharding.replicate(params, mesh)
+  rows_sharding = jax.sharding.NamedSharding(mesh, sharding.BATCH_SPEC)
   position_offset = cfg.pad_token_id + 1 if cfg.position_ids == "roberta" else 0
   num_segments = batches[0].windows.shape[1]
   shapes = list(dict.fromkeys(b.shape for b in batches))
 
   def compile_shape(shape):
-    spec = jax.ShapeDtypeStruct(shape, jnp.int32)
+    spec = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=rows_sharding)
     return embed_batch.lower(params, spec, spec, spec, spec, model=model, pooling=pooling, normalize=normalize,
                              num_segments=num_segments).compile()
 
-  out = np.zeros((len(windows.ids), cfg.hidden_size), np.float32)
+  def inputs(batch: Batch) -> tuple[jax.Array, ...]:
+    # Each process packs only the rows of its own devices.
+    def build(start, stop):
+      return pack(windows, Batch(batch.windows[start:stop], (stop - start, batch.shape[1])), pad_id, position_offset)
+    return sharding.shard_rows(build, batch.shape[0], mesh)
+
+  done_windows, done_vectors = [], []
+
+  def store(batch: Batch, result: jax.Array) -> None:
+    for start, block in sharding.local_rows(result):
+      rows = batch.windows[start:start + len(block)]
+      used = rows >= 0
+      done_windows.append(rows[used])
+      done_vectors.append(block[used])
+      progress.update(rows[used])
+
   with concurrent.futures.ThreadPoolExecutor(max(1, min(len(shapes), os.cpu_count() or 1))) as pool:
     programs = {shape: pool.submit(compile_shape, shape) for shape in shapes}
     in_flight = None
     for batch in batches:
-      result = programs[batch.shape].result()(params, *pack(windows, batch, pad_id, position_offset))
+      result = programs[batch.shape].result()(params, *inputs(batch))
       if in_flight is not None:
-        _store(out, *in_flight, progress)
+        store(*in_flight)
       in_flight = (batch, result)
     if in_flight is not None:
-      _store(out, *in_flight, progress)
-  return out
-
-
-def _store(out: np.ndarray, batch: Batch, result: jax.Array, progress: Progress) -> None:
-  used = batch.windows >= 0
-  out[batch.windows[used]] = np.asarray(result)[used]
-  progress.update(batch.windows[used])
+      store(*in_flight)
+  rows = np.concatenate(done_windows) if done_windows else np.zeros(0, np.int64)
+  vectors = np.concatenate(done_vectors) if done_vectors else np.zeros((0, cfg.hidden_size), np.float32)
+  return sharding.gather_rows(vectors.astype(np.float32, copy=False), rows, len(windows.ids))
 
 
 def merge_windows(vectors: np.ndarray, windows: Windows, num_texts: int, pooling: str) -> np.ndarray:
@@ -183,13 +235,17 @@ def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 
 def load(path: str, dtype: str | None = None):
-  """(model, params, tokenizer) of a model folder, the tokenizer checked against the vocabulary."""
+  """(model, params, tokenizer) of a model folder, the tokenizer checked against the vocabulary.
+
+  The params are placed on every device once here, so repeated calls with the
+  loaded tuple (a search index embedding queries) do not copy them again.
+  """
   from bert_jax.data.tokenizers import check_fits, load_tokenizer
   from bert_jax.convert.pretrained import from_pretrained
   tokenizer = load_tokenizer(path)
   model, params = from_pretrained(path, **({"dtype": dtype} if dtype else {}))
   check_fits(tokenizer, model.config.vocab_size)
-  return model, params, tokenizer
+  return model, sharding.replicate(params, sharding.data_parallel_mesh()), tokenizer
 
 
 def embed_texts(model, texts: Sequence[str], *, pooling: str | None = None, normalize: bool | None = None,
@@ -204,7 +260,8 @@ def embed_texts(model, texts: Sequence[str], *, pooling: str | None = None, norm
   pooling / normalize / max_length: None = the default above.
   long_inputs: "truncate" or "chunk" (see the bert_jax.embed docstring).
   dtype: compute dtype override ("bfloat16") when model is a folder.
-  progress: a progress line on stderr.
+  progress: a progress line on stderr (process 0's, with several processes).
+  Batches are split over every device of every process; each process gets the whole result.
   """
   if isinstance(model, (str, os.PathLike)):
     path = os.fspath(model)
@@ -232,15 +289,20 @@ def embed_with_settings(model, params, tokenizer, texts: list[str], settings: Se
   merged = len(windows.ids) > len(texts)
   pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else model.config.pad_token_id
   cpu = jax.default_backend() == "cpu"
+  mesh = sharding.data_parallel_mesh()
+  shards = sharding.batch_shards(mesh)
+  # The token budget is per device: a batch grows with the devices it is split over.
   # DeBERTa-v2's convolution sees neighbouring tokens, which packing would make other texts.
   batches = plan_batches(windows.lengths, settings.max_length, batch_size,
-                         tokens_per_batch=TOKENS_PER_BATCH_CPU if cpu else TOKENS_PER_BATCH_ACCELERATOR,
+                         tokens_per_batch=shards * (TOKENS_PER_BATCH_CPU if cpu else TOKENS_PER_BATCH_ACCELERATOR),
                          compile_cost=COMPILE_COST_TOKENS_CPU if cpu else COMPILE_COST_TOKENS_ACCELERATOR,
-                         pack=not model.config.conv_kernel_size)
-  meter = Progress(len(texts), windows.owner, progress)
+                         pack=not model.config.conv_kernel_size, row_multiple=shards)
+  # One progress line per run: process 0's.
+  share = local_windows(batches, mesh) if jax.process_count() > 1 else None
+  meter = Progress(len(texts), windows.owner, progress and jax.process_index() == 0, share)
   # Windows are normalized after merging, so the program normalizes only when nothing merges.
   vectors = run_batches(model, params, windows, batches, pad_id, settings.pooling,
-                        settings.normalize and not merged, meter)
+                        settings.normalize and not merged, meter, mesh)
   meter.close()
   if not merged:
     return vectors

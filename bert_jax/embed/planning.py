@@ -104,7 +104,7 @@ class Batch:
 
 
 def plan_batches(lengths: np.ndarray, max_length: int, rows_per_batch: int | None, *, tokens_per_batch: int,
-                 compile_cost: float, pack: bool = True) -> list[Batch]:
+                 compile_cost: float, pack: bool = True, row_multiple: int = 1) -> list[Batch]:
   """Windows into batches of a few static shapes.
 
   Windows share rows (each in its own segment) of `choose_row_length`
@@ -112,7 +112,8 @@ def plan_batches(lengths: np.ndarray, max_length: int, rows_per_batch: int | Non
   convolution would see the neighbouring texts) every window is alone in its
   row. Rows are padded to `bucket_length`; each padded length is one shape
   (rows_per_batch, or tokens_per_batch // length, at most the rows there are
-  rounded up to a power of two).
+  rounded up to a power of two), then rounded up to a multiple of row_multiple
+  (the devices a batch is split over; the extra rows stay empty).
   """
   row_length = choose_row_length(lengths, max_length, compile_cost) if pack else 0
   rows = pack_rows(lengths, row_length) if pack else [[int(w)] for w in np.argsort(-lengths, kind="stable")]
@@ -123,6 +124,7 @@ def plan_batches(lengths: np.ndarray, max_length: int, rows_per_batch: int | Non
     members = [row for row, n in zip(rows, padded) if n == length]
     size = rows_per_batch or max(1, tokens_per_batch // length)
     size = min(size, 1 << (len(members) - 1).bit_length())
+    size = -(-size // row_multiple) * row_multiple
     for i in range(0, len(members), size):
       windows = np.full((size, segments), -1, np.int64)
       for r, row in enumerate(members[i:i + size]):

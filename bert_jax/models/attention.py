@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax.models import rotary
+from bert_jax.models import local_attention, rotary, splash
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, constrain
@@ -31,14 +31,29 @@ from bert_jax.models.layers import Dense, constrain
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, scale: float,
            bias: jax.Array | None = None, dropout: Dropout | None = None, deterministic: bool = True,
-           impl: str = "xla", return_probs: bool = False):
+           impl: str = "xla", return_probs: bool = False, window: int = 0, segments: jax.Array | None = None):
   """softmax(scale * q.k + bias, masked) @ v with the softmax in float32.
 
   q [b, lq, h, d], k/v [b, lk, h, d], bias [b|1, h, lq, lk] (already scaled) -> [b, lq, h, d].
   Masked scores get float32's lowest value, as the reference implementations do.
   return_probs: also return the probabilities [b, h, lq, lk] float32 (before dropout); this
   takes the einsum path even when impl="cudnn", since the fused kernel never exposes them.
+  window > 0: only keys with |i - j| <= window within the mask (local layers): in blocks
+  (models/local_attention.py) where that saves work, else as a mask on the full product.
+  segments [b, l] int: the mask as segment labels (models/splash.py), read by impl="splash" only.
   """
+  if impl == "splash" and not return_probs:
+    if bias is not None:
+      raise ValueError("attention_impl='splash' takes no additive score bias (relative positions)")
+    if segments is None and mask is not None:  # called outside the encoder, which labels the mask once
+      segments = splash.segment_labels(mask)
+    return splash.attention(q, k, v, segments, scale=scale, window=window, dropout=dropout,
+                            deterministic=deterministic)
+  if window:
+    if not return_probs and local_attention.pays(q.shape[1], window) and bias is None:
+      return local_attention.band_attention(q, k, v, mask, half=window, scale=scale, dropout=dropout,
+                                            deterministic=deterministic)
+    mask = local_attention.window_mask(mask, q.shape[1], window)
   if impl == "cudnn" and (dropout is None or deterministic or dropout.rate == 0.0) and not return_probs:
     return fused_attention(q, k, v, mask, bias, scale)
   # Heads moved ahead of the length first: XLA:CPU then runs the per-head products as plain
@@ -169,11 +184,12 @@ class SelfAttention(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool = True,
                relative: dict | None = None, query: jax.Array | None = None,
                rotary_tables: tuple[jax.Array, jax.Array] | None = None,
-               bias: jax.Array | None = None) -> jax.Array:
+               bias: jax.Array | None = None, window: int = 0, segments: jax.Array | None = None) -> jax.Array:
     """x [b, l, hidden] (keys, values; queries unless `query` is given) -> context [b, l, heads, head_dim].
 
     rotary_tables: (cos, sin) [b | 1, l, head_dim] that rotate q and k (models/rotary.py).
     bias: [b | 1, heads, l, l] added to the scaled scores before the mask (`relative_position_bias`).
+    window, segments: see `attend` (the sliding window of local layers; the mask as segment labels).
     """
     cfg = self.config
     query_proj, key_proj, value_proj = qkv_dense(cfg, self.dtype)
@@ -185,7 +201,8 @@ class SelfAttention(nn.Module):
     # Only when asked for (mutable "intermediates"): otherwise no probabilities are kept or computed.
     record = self.is_mutable_collection("intermediates")
     out = attend(q, k, v, mask, scale=cfg.dim_per_head ** -0.5, bias=bias, dropout=dropout,
-                 deterministic=deterministic, impl=cfg.attention_impl, return_probs=record)
+                 deterministic=deterministic, impl=cfg.attention_impl, return_probs=record, window=window,
+                 segments=segments)
     if record:
       out, probs = out
       record_attention(self, probs, v)

@@ -69,7 +69,8 @@ class ModelConfig:
   # Attention.
   attention_type: Literal["standard", "disentangled"] = "standard"  # BERT vs DeBERTa attention class
   attention_key_bias: bool = True           # DeBERTa v1 has no key bias
-  attention_impl: Literal["xla", "cudnn"] = "xla"  # einsum+softmax, or jax.nn.dot_product_attention(cudnn)
+  attention_impl: Literal["xla", "cudnn", "splash"] = "xla"  # einsum+softmax, jax.nn.dot_product_attention(cudnn)
+                                            # on GPU, or the Pallas splash kernel on TPU (models/splash.py)
 
   # DeBERTa disentangled attention.
   relative_attention: bool = True           # add the c2p / p2c terms (the scale counts pos_att_type regardless)
@@ -155,6 +156,13 @@ class ModelConfig:
       raise ValueError(f"rotary positions need an even head width; got {self.dim_per_head}")
     if self.relative_attention_num_buckets:
       self._check_relative_bias()
+    if self.scan_layers and self.local_attention > 0 and self.global_attn_every_n_layers > 1:
+      raise ValueError("model.scan_layers needs identical layers; local_attention > 0 makes every "
+                       f"{self.global_attn_every_n_layers}th layer global and the rest local")
+    if self.attention_impl not in ("xla", "cudnn", "splash"):
+      raise ValueError(f"model.attention_impl={self.attention_impl!r}: expected xla, cudnn or splash")
+    if self.attention_impl == "splash":
+      self._check_splash()
     if self.remat_policy not in remat.NAMES:
       raise ValueError(f"model.remat_policy={self.remat_policy!r}: expected one of {remat.NAMES}")
 
@@ -170,6 +178,15 @@ class ModelConfig:
                        f"{buckets} buckets the distances fall into")
     if self.attention_type != "standard":
       raise ValueError("model.relative_attention_num_buckets > 0 needs attention_type='standard'")
+
+  def _check_splash(self):
+    """What the splash kernel cannot take (models/splash.py), named rather than silently run on XLA."""
+    if self.attention_type != "standard" or self.relative_attention_num_buckets:
+      raise ValueError("model.attention_impl='splash' takes no additive score bias: DeBERTa's c2p / p2c terms and "
+                       "MPNet's relative bias need attention_impl='xla' (or 'cudnn')")
+    if self.attention_dropout_rate > 0:
+      raise ValueError("model.attention_impl='splash' has no dropout on the attention probabilities; set "
+                       "model.attention_dropout_rate=0")
 
   # Derived sizes -------------------------------------------------------------
   @property

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax.models import rotary
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, Embed, LayerNorm, constrain
@@ -18,6 +19,18 @@ def roberta_position_ids(input_ids: jax.Array, pad_token_id: int) -> jax.Array:
   """
   not_pad = (input_ids != pad_token_id).astype(jnp.int32)
   return jnp.cumsum(not_pad, axis=1) * not_pad + pad_token_id
+
+
+def segment_position_ids(segment_ids: jax.Array, kind: str, pad_token_id: int) -> jax.Array:
+  """Position ids of packed rows [b, l]: each segment numbered as if it were a row of its own.
+
+  kind "absolute": 0, 1, ... from each segment's first token; "roberta": pad_token_id + 1, + 2, ...
+  (padding, segment 0, gets pad_token_id). So a packed example embeds exactly as it does alone.
+  """
+  local = rotary.segment_positions(segment_ids)
+  if kind == "roberta":
+    return jnp.where(segment_ids > 0, local + pad_token_id + 1, pad_token_id)
+  return local
 
 
 class Embeddings(nn.Module):

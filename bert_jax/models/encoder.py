@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from bert_jax.models import remat, rotary
+from bert_jax.models import local_attention, remat, rotary, splash
 from bert_jax.models.attention import SelfAttention, relative_position_bias
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
@@ -51,8 +51,12 @@ class AttentionBlock(nn.Module):
       extra["rotary_tables"] = shared[f"rotary_{kind}"]
     if shared and "position_bias" in shared:
       extra["bias"] = shared["position_bias"]
-    if self.local:
-      mask = shared["local_mask"]
+    if shared and "segments" in shared:
+      extra["segments"] = shared["segments"]
+    if self.local and cfg.attention_type == "standard":
+      extra["window"] = cfg.local_attention // 2  # SelfAttention computes the band in blocks
+    elif self.local:
+      mask = local_attention.window_mask(mask, mask.shape[-1], cfg.local_attention // 2)
     context = ATTENTION_CLASSES[cfg.attention_type](cfg, self.dtype, name="self")(
         h, mask, deterministic=self.deterministic, relative=shared, query=query, **extra)
     out = Dense((cfg.hidden_size,), ("heads", "kv", "embed"), in_dims=2, use_bias=cfg.attention_bias,
@@ -142,16 +146,47 @@ class ConvLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, layer_input, layer_output, input_mask):
+  def __call__(self, layer_input, layer_output, input_mask, segment_ids=None):
+    """layer_input / layer_output [b, l, H]; input_mask [b, l]; segment_ids [b, l] of packed rows or None."""
     cfg = self.config
-    out = nn.Conv(cfg.hidden_size, (cfg.conv_kernel_size,), padding=[((cfg.conv_kernel_size - 1) // 2,) * 2],
-                  feature_group_count=cfg.conv_groups, dtype=self.dtype, param_dtype=jnp.float32,
-                  kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                           ("conv_window", "embed_in", "embed")),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name="conv")(layer_input)
+    conv = nn.Conv(cfg.hidden_size, (cfg.conv_kernel_size,), padding=[((cfg.conv_kernel_size - 1) // 2,) * 2],
+                   feature_group_count=cfg.conv_groups, dtype=self.dtype, param_dtype=jnp.float32,
+                   kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                            ("conv_window", "embed_in", "embed")),
+                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name="conv")
+    out = conv(layer_input)
+    if segment_ids is not None:
+      out = segment_conv(conv, layer_input, segment_ids, cfg.conv_groups)
     mask = input_mask[..., None].astype(out.dtype)
     out = activation(cfg.conv_act)(Dropout(cfg.dropout_rate, cfg.dropout_impl)(out * mask, deterministic=self.deterministic))
     return LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm")(layer_output + out) * mask
+
+
+def segment_conv(conv: nn.Conv, x: jax.Array, segment_ids: jax.Array, groups: int) -> jax.Array:
+  """The same convolution (conv's own kernel [k, H / groups, H] and bias) on packed rows x [b, l, H]:
+  a tap reads a neighbour only within the token's segment, as if each example were a row of its own
+  (where the row's edge pads with zeros). -> [b, l, H]."""
+  kernel, bias = conv.variables["params"]["kernel"], conv.variables["params"]["bias"]
+  kernel, bias = (nn.unbox(kernel), nn.unbox(bias))
+  size, length = kernel.shape[0], x.shape[1]
+  half = (size - 1) // 2
+  x = x.astype(conv.dtype)
+  out = jnp.zeros(x.shape[:2] + (kernel.shape[-1],), jnp.float32)
+  for tap in range(size):
+    shift = tap - half  # output t reads input t + shift
+    index = jnp.clip(jnp.arange(length) + shift, 0, length - 1)
+    inside = (jnp.arange(length) + shift >= 0) & (jnp.arange(length) + shift < length)
+    same = inside[None] & (jnp.take(segment_ids, index, axis=1) == segment_ids)
+    neighbour = jnp.where(same[..., None], jnp.take(x, index, axis=1), 0)
+    w = kernel[tap].astype(conv.dtype)  # [H / groups, H]
+    if groups == 1:
+      out = out + jnp.einsum("blc,co->blo", neighbour, w, preferred_element_type=jnp.float32)
+    else:
+      b, l, c = neighbour.shape
+      grouped = w.reshape(c // groups, groups, -1)  # output channels come in `groups` blocks
+      out = out + jnp.einsum("blgc,cgo->blgo", neighbour.reshape(b, l, groups, c // groups), grouped,
+                             preferred_element_type=jnp.float32).reshape(b, l, -1)
+  return (out + bias.astype(jnp.float32)).astype(conv.dtype)
 
 
 class Encoder(nn.Module):
@@ -163,15 +198,17 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, input_mask, *, output_hidden_states: bool = False,
-               emd_positions: jax.Array | None = None, positions: jax.Array | None = None):
+               emd_positions: jax.Array | None = None, positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None):
     """-> (hidden [b, l, H], all states [layers + 1, b, l, H] or None, decoder output [b, l, H] or None).
 
     mask [b, 1, 1 | l, l] bool; emd_positions [1 | b, l, H]: also run the enhanced mask decoder
-    (DeBERTa pretraining); positions [b | 1, l] int: the rotary positions (models with rotary_base).
+    (DeBERTa pretraining); positions [b | 1, l] int: the rotary positions (models with rotary_base);
+    segment_ids [b, l] of packed rows (DeBERTa's convolution stays within each example).
     With pre-LN layers the hidden output, and the last state, is the final norm of the last layer's output.
     """
     cfg = self.config
-    shared = self._shared_inputs(mask, positions)
+    shared = self._shared_inputs(mask, positions, input_mask, segment_ids)
 
     layer_cls = Layer
     if cfg.remat_policy != "none":
@@ -196,7 +233,7 @@ class Encoder(nn.Module):
         layer = make(f"layer_{i}", index=i, **blocks)
         y = layer(x, mask, shared)
         if i == 0 and conv is not None:
-          y = conv(x, y, input_mask)
+          y = conv(x, y, input_mask, segment_ids)
         x = y
         states.append(x)
       if emd_positions is not None:
@@ -206,12 +243,15 @@ class Encoder(nn.Module):
       states[-1] = x  # the reference reports the normed output as the last hidden state
     return x, (jnp.stack(states) if output_hidden_states else None), decoded
 
-  def _shared_inputs(self, mask: jax.Array, positions: jax.Array | None) -> dict | None:
+  def _shared_inputs(self, mask: jax.Array, positions: jax.Array | None, input_mask: jax.Array | None = None,
+                     segment_ids: jax.Array | None = None) -> dict | None:
     """What every layer reads besides its input and the mask, computed once per forward:
 
     "embeddings": DeBERTa's relative-position table [2 span, H] (normed when configured);
     "rotary_global" / "rotary_local": (cos, sin) [b | 1, l, head_dim] of the positions;
-    "local_mask": the mask [b, 1, l, l] of local layers, the sliding window within `mask`;
+    "segments": segment labels [b, l] int, 0 on padding (attention_impl="splash" only): the packed rows'
+                segment_ids where given (the [l, l] mask is then never read, nor built), else the mask's
+                (splash.segment_labels);
     "position_bias": MPNet's relative position bias [1, heads, l, l], from the one table of every layer.
     """
     cfg = self.config
@@ -225,10 +265,11 @@ class Encoder(nn.Module):
       shared["rotary_global"] = rotary.rotary_tables(positions, cfg.dim_per_head, cfg.rotary_base)
       shared["rotary_local"] = rotary.rotary_tables(positions, cfg.dim_per_head,
                                                     cfg.local_rotary_base or cfg.rotary_base)
-    if cfg.local_attention > 0:
-      length = mask.shape[-1]
-      distance = jnp.abs(jnp.arange(length)[:, None] - jnp.arange(length)[None, :])
-      shared["local_mask"] = mask & (distance <= cfg.local_attention // 2)[None, None]
+    if cfg.attention_impl == "splash":
+      if segment_ids is not None and input_mask is not None:
+        shared["segments"] = jnp.where(input_mask.astype(bool), segment_ids, 0).astype(jnp.int32)
+      else:
+        shared["segments"] = splash.segment_labels(mask)
     if cfg.relative_attention_num_buckets > 0:
       table = Embed(cfg.relative_attention_num_buckets, cfg.num_heads, ("relpos", "heads"),
                     name="relative_attention_bias").embedding

@@ -76,8 +76,11 @@ class Head(nn.Module):
     """Whether the family's tanh pooler runs with this head (the reference models' convention)."""
     return False
 
-  def decoder_positions(self, length: int) -> jax.Array | None:
-    """[1, l, H] absolute positions for DeBERTa's enhanced mask decoder, or None (no decoder)."""
+  def decoder_positions(self, length: int, positions: jax.Array | None = None) -> jax.Array | None:
+    """[1 | b, l, H] absolute position embeddings for DeBERTa's enhanced mask decoder, or None (no decoder).
+
+    positions [b, l]: each token's position in its own segment (packed rows); default 0 .. l - 1.
+    """
     return None
 
   def __call__(self, inputs: HeadInputs, *, deterministic: bool = True) -> dict[str, jax.Array]:
@@ -102,13 +105,13 @@ class MaskedLM(Head):
       self.emd_position_embeddings = Embed(self.config.max_position_embeddings, self.config.hidden_size,
                                            ("position", "embed"), dtype=self.dtype)
 
-  def decoder_positions(self, length):
+  def decoder_positions(self, length, positions=None):
     if not self.config.emd_layers:
       return None
     if length > self.config.max_position_embeddings:
       raise ValueError(f"sequence length {length} exceeds the decoder's position table "
                        f"({self.config.max_position_embeddings})")
-    return self.emd_position_embeddings(jnp.arange(length)[None])
+    return self.emd_position_embeddings(jnp.arange(length)[None] if positions is None else positions)
 
   def token_logits(self, inputs: HeadInputs) -> jax.Array:
     tokens = inputs.hidden if inputs.decoded is None else inputs.decoded

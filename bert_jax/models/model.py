@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from bert_jax.models import rotary
 from bert_jax.models.config import ModelConfig
-from bert_jax.models.embeddings import Embeddings
+from bert_jax.models.embeddings import Embeddings, segment_position_ids
 from bert_jax.models.encoder import Encoder
 from bert_jax.models.head_table import OUTPUT_NAMES, Head, HeadInputs, head_class
 from bert_jax.models.heads import Pooler
@@ -94,6 +94,13 @@ def attention_mask_4d(attention_mask: jax.Array, segment_ids: jax.Array | None =
   return pairs[:, None]
 
 
+def unpack_rows(x: jax.Array, unpack: jax.Array) -> jax.Array:
+  """x [b, l, H] packed rows -> [m, u, H] examples: x.reshape(b * l, H)[unpack], zero where unpack < 0."""
+  flat = x.reshape((-1,) + x.shape[2:])
+  rows = jnp.take(flat, jnp.maximum(unpack, 0), axis=0)
+  return jnp.where((unpack >= 0)[..., None], rows, jnp.zeros((), rows.dtype))
+
+
 class EncoderModel(nn.Module):
   """A BERT-family encoder with one optional head: a name of the head table (HEADS) or a Head module."""
 
@@ -136,15 +143,26 @@ class EncoderModel(nn.Module):
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                token_type_ids: jax.Array | None = None, position_ids: jax.Array | None = None, *,
                segment_ids: jax.Array | None = None, masked_positions: jax.Array | None = None,
-               output_hidden_states: bool = False) -> EncoderOutput:
-    """input_ids [b, l] int; attention_mask [b, l] (1 = token); masked_positions [b, m] limits MLM logits."""
+               unpack: jax.Array | None = None, output_hidden_states: bool = False) -> EncoderOutput:
+    """input_ids [b, l] int; attention_mask [b, l] (1 = token); masked_positions [b, m] limits MLM logits.
+
+    Packed rows: segment_ids [b, l] (1, 2, ... per example, 0 = padding) keep attention within each
+    example and restart its positions. unpack [m, u] int (`bert_jax.data.packing`): example i's token t
+    is token unpack[i, t] of the flattened [b * l] rows (-1: past its end); the head, the pooler and
+    every output then see the examples as padded rows [m, u], exactly as without packing.
+    """
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     if segment_ids is not None:
       attention_mask = attention_mask * (segment_ids > 0)
+      if position_ids is None and self.config.position_ids != "none":
+        position_ids = segment_position_ids(segment_ids, self.config.position_ids, self.config.pad_token_id)
     mask = attention_mask_4d(attention_mask, segment_ids, self.config.mask_padded_queries)
     x = self.embeddings(input_ids, token_type_ids, position_ids, attention_mask, deterministic=self.deterministic)
-    emd = self.head_module.decoder_positions(input_ids.shape[1]) if self.head_module is not None else None
+    emd = None
+    if self.head_module is not None:  # packed rows: each document's decoder positions start at 0
+      emd = self.head_module.decoder_positions(
+          input_ids.shape[1], None if segment_ids is None else rotary.segment_positions(segment_ids))
     rotary_positions = None
     if self.config.rotary_base > 0:
       # Packed rows restart their positions per segment (the padding-free layout ModernBERT trains with).
@@ -155,7 +173,14 @@ class EncoderModel(nn.Module):
       else:
         rotary_positions = jnp.arange(input_ids.shape[1], dtype=jnp.int32)[None]
     x, states, decoded = self.encoder(x, mask, attention_mask, output_hidden_states=output_hidden_states,
-                                      emd_positions=emd, positions=rotary_positions)
+                                      emd_positions=emd, positions=rotary_positions, segment_ids=segment_ids)
+    if unpack is not None:
+      if masked_positions is not None or emd is not None:
+        raise ValueError("unpack (packed examples) does not combine with masked_positions or the enhanced mask "
+                         "decoder: those are pretraining outputs of the rows themselves")
+      x, attention_mask = unpack_rows(x, unpack), (unpack >= 0).astype(attention_mask.dtype)
+      if states is not None:
+        states = jax.vmap(lambda s: unpack_rows(s, unpack))(states)
     pooled = self.pooler(x) if self.uses_pooler else None
     head_outputs = {}
     if self.head_module is not None:

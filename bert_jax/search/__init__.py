@@ -45,6 +45,12 @@ The index folder DIR holds:
 It is written to a temporary folder beside DIR and renamed into place when
 complete: an existing index is replaced whole or not at all.
 
+Every device: documents and queries are embedded by bert_jax.embed, each
+batch split over all devices. Each command also takes bert_jax.main's
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I (none on
+TPU VMs and SLURM): every process reads the inputs and embeds its share of
+the rows, and process 0 alone writes the index or --output and prints.
+
 Python:
     index = HybridIndex.build(model_path, "docs.jsonl")   # or a list of {"id", "text"} dicts
     index.save("idx"); index = HybridIndex.load("idx")

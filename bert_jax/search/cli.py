@@ -2,7 +2,8 @@
 
 Each command checks its inputs (documents, queries, the index target, the
 model folder) before the model is loaded; an --output file appears only
-when complete.
+when complete. With several processes (bert_jax.embed.processes) every
+process embeds its share of the rows and process 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from bert_jax.embed import processes
 from bert_jax.runtime import caches, fileio
 from bert_jax.search.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS
 from bert_jax.search.documents import Query, SearchError, read_documents, read_queries
@@ -69,16 +71,20 @@ def _parser() -> argparse.ArgumentParser:
   for p in (index, query, evaluate):
     p.add_argument("--compilation_cache", action=argparse.BooleanOptionalAction, default=True,
                    help=f"keep compiled programs in {caches.path('jax_cache')}")
+    processes.add_flags(p)
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = _parser().parse_args(argv)
-  try:
-    {"index": _run_index, "query": _run_query, "evaluate": _run_evaluate}[args.command](args)
-  except (FileNotFoundError, ValueError, KeyError) as e:  # SearchError, EmbedError are ValueErrors
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
-    raise SystemExit(f"bert_jax.search: error: {message}") from e
+  with processes.errors_end_this_process():
+    try:
+      processes.initialize(args, SearchError)
+      {"index": _run_index, "query": _run_query, "evaluate": _run_evaluate}[args.command](args)
+    except (FileNotFoundError, ValueError, KeyError) as e:  # SearchError, EmbedError are ValueErrors
+      message = e.args[0] if isinstance(e, KeyError) and e.args else e
+      raise SystemExit(f"bert_jax.search: error: {message}") from e
+    processes.written(args.command)
 
 
 def _run_index(args: argparse.Namespace) -> None:
@@ -93,6 +99,8 @@ def _run_index(args: argparse.Namespace) -> None:
                             batch_size=args.batch_size, stemmer=args.stemmer, progress=True)
   index.info["created"].update(documents=os.path.abspath(args.documents),
                                documents_sha256=file_sha256(args.documents))
+  if not processes.writes():
+    return
   index.save(args.index)
   counts = index.info["counts"]
   print(f"indexed {counts['documents']:,} documents as {counts['chunks']:,} chunks "
@@ -116,6 +124,8 @@ def _run_query(args: argparse.Namespace) -> None:
   index = _open_index(args)
   results = index.search([q.text for q in queries], args.k, args.mode, candidates=args.candidates,
                          rrf_k=args.rrf_k, batch_size=args.batch_size)
+  if not processes.writes():
+    return
   if args.output:
     lines = [json.dumps({"id": q.id, "query": q.text, "mode": args.mode,
                          "results": [{"rank": r, "doc": doc, "score": score}
@@ -136,6 +146,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
   index = _open_index(args)
   report = index.evaluate(queries, args.k, candidates=args.candidates, rrf_k=args.rrf_k,
                           batch_size=args.batch_size)
+  if not processes.writes():
+    return
   if report["unknown_relevant"]:
     print(f"warning: {report['unknown_relevant']} relevant ids are not documents of the index "
           "(counted as never retrieved)", file=sys.stderr)

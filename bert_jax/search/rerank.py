@@ -11,7 +11,9 @@ Output: the same lines with `passages` reordered by descending score, each as
 The model is a bert_jax checkpoint with a one-output classification head (as
 `configs/finetune.py:rerank` writes it) or a Hugging Face cross-encoder folder as
 it is (a *ForSequenceClassification with one label, e.g. the ms-marco MiniLM
-re-rankers); pairs are batched in length order so each batch pads to a small bucket.
+re-rankers); pairs are batched in length order so each batch pads to a small bucket, its
+rows split over every device (of every process: the flags of bert_jax.embed.processes;
+process 0 writes the output).
 Scores are the head's logit, or its sigmoid where the folder is a sentence-transformers
 CrossEncoder (its `activation_fn`, sigmoid by default for one label) — `--activation`
 chooses otherwise.
@@ -29,8 +31,13 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from bert_jax import sharding
 from bert_jax.data import batching
+from bert_jax.embed import processes
 from bert_jax.runtime import fileio
+
+# Pairs per batch and device unless batch_size says otherwise.
+BATCH_PER_DEVICE = 64
 
 
 def read_candidates(path: str) -> list[dict]:
@@ -77,16 +84,25 @@ def folder_activation(path: str) -> str:
 
 
 class Reranker:
-  """Scores (query, passage) pairs with a cross-encoder checkpoint."""
+  """Scores (query, passage) pairs with a cross-encoder checkpoint, on every device.
 
-  def __init__(self, path: str, *, max_length: int | None = None, batch_size: int = 64, dtype: str | None = None,
-               activation: str = "auto"):
+  batch_size: pairs per batch (default BATCH_PER_DEVICE per device), rounded up to a
+  multiple of the devices; each process feeds the rows of its own devices.
+  """
+
+  def __init__(self, path: str, *, max_length: int | None = None, batch_size: int | None = None,
+               dtype: str | None = None, activation: str = "auto"):
     from bert_jax.data.tokenizers import check_fits, load_tokenizer
     from bert_jax.convert.pretrained import META_FILE, from_pretrained
-    model, self.params = from_pretrained(path, head="classification", **({"dtype": dtype} if dtype else {}))
+    model, params = from_pretrained(path, head="classification", **({"dtype": dtype} if dtype else {}))
     if model.config.num_labels != 1:
       raise ValueError(f"{path}: the classification head has {model.config.num_labels} outputs; a re-ranker has 1")
-    self.model, self.batch_size = model, batch_size
+    if batch_size is not None and batch_size < 1:
+      raise ValueError(f"--batch_size={batch_size}: must be >= 1")
+    self.mesh = sharding.data_parallel_mesh()
+    self.shards = sharding.batch_shards(self.mesh)
+    self.model, self.batch_size = model, batch_size or BATCH_PER_DEVICE * self.shards
+    self.params = sharding.replicate(params, self.mesh)
     self.tokenizer = load_tokenizer(path)
     check_fits(self.tokenizer, model.config.vocab_size)
     saved = {}
@@ -98,18 +114,26 @@ class Reranker:
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"--activation={activation!r}: expected auto or one of {ACTIVATIONS}")
     sigmoid = self.activation == "sigmoid"
+    # Scores come back whole to every process ([batch] floats: a cheap gather), as predict_split fetches them.
     self._apply = jax.jit(lambda params, batch: _score(self.model.apply(
         {"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits[:, 0],
-        sigmoid))
+        sigmoid), out_shardings=jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+
+  def _put(self, arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """A batch (every process holds all of it) split by rows over the mesh, each process placing its own rows."""
+    names = list(arrays)
+    rows = len(arrays[names[0]])
+    placed = sharding.shard_rows(lambda start, stop: tuple(arrays[k][start:stop] for k in names), rows, self.mesh)
+    return dict(zip(names, placed))
 
   def score(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
     """[n] scores of the pairs (queries[i], passages[i]), batched in length order like every evaluation."""
     arrays = self.tokenizer.batch(list(queries), list(passages), max_length=self.max_length)
     lengths = arrays["attention_mask"].sum(1).astype(np.int32)
     dataset = batching.Dataset(arrays, tuple(arrays), lengths, "<pairs>")
-    batch = min(self.batch_size, len(lengths))
+    batch = -(-min(self.batch_size, len(lengths)) // self.shards) * self.shards  # rows split evenly
     return batching.predict_split(lambda p, b: {"scores": self._apply(p, b)}, self.params, dataset, batch,
-                                  ())["scores"]
+                                  (), put=self._put)["scores"]
 
   def rerank(self, rows: list[dict], top_k: int | None = None) -> list[dict]:
     pairs = [(r["query"], p["text"], i, j) for i, r in enumerate(rows) for j, p in enumerate(r["passages"])]
@@ -131,23 +155,34 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--output", required=True, help="JSON lines written here (- for stdout)")
   parser.add_argument("--top_k", type=int, default=None, help="keep the best k passages per query")
   parser.add_argument("--max_length", type=int, default=None, help="tokens per pair (default: the training length)")
-  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--batch_size", type=int, default=None,
+                      help=f"pairs per batch (default: {BATCH_PER_DEVICE} per device)")
   parser.add_argument("--dtype", default=None, help="compute dtype, e.g. bfloat16")
   parser.add_argument("--activation", default="auto", choices=("auto", *ACTIVATIONS),
                       help="score = logit (identity) or its sigmoid; auto: the folder's own (see the docstring)")
+  processes.add_flags(parser)
   args = parser.parse_args(argv)
+  with processes.errors_end_this_process():
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+  """Reads, scores, and writes the output (process 0 of several)."""
   start = time.time()
   try:
+    processes.initialize(args)
     rows = read_candidates(args.input)
     reranker = Reranker(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
                         activation=args.activation)
     ranked = reranker.rerank(rows, args.top_k)
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise SystemExit(f"error: {e}") from None
-  text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ranked)
-  if args.output == "-":
-    sys.stdout.write(text)
-  else:
-    fileio.write_atomic(args.output, text)
-  pairs = sum(len(r["passages"]) for r in rows)
-  print(f"re-ranked {len(rows)} queries ({pairs} pairs) in {time.time() - start:.1f} s", file=sys.stderr)
+  if processes.writes():
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ranked)
+    if args.output == "-":
+      sys.stdout.write(text)
+    else:
+      fileio.write_atomic(args.output, text)
+    pairs = sum(len(r["passages"]) for r in rows)
+    print(f"re-ranked {len(rows)} queries ({pairs} pairs) in {time.time() - start:.1f} s", file=sys.stderr)
+  processes.written(args.output)

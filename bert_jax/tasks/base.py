@@ -30,17 +30,46 @@ from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel, EncoderOutput
 
 
-def forward(model: EncoderModel, params, batch: Mapping[str, jax.Array], rng, **kw) -> EncoderOutput:
-  """model.apply on a batch's input_ids / attention_mask / token_type_ids (+ segment_ids); rng None = eval."""
-  return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                     segment_ids=batch.get("segment_ids"), rngs={"dropout": rng} if rng is not None else None, **kw)
+def forward(model: EncoderModel, params, batch: Mapping[str, jax.Array], rng, prefix: str = "",
+            **kw) -> EncoderOutput:
+  """model.apply on a batch's `{prefix}` input_ids / attention_mask / token_type_ids; rng None = eval.
+
+  Packed rows (bert_jax.data.packing) bring `segment_ids` and `unpack`: the outputs are then the
+  examples' [M, u], as for the padded batch. Leading axes beyond the first ([B, G, L] groups) are
+  flattened: outputs are [B * G, ...].
+  """
+  ids = batch[f"{prefix}input_ids"]
+  width = ids.shape[-1]
+  flat = lambda name: None if f"{prefix}{name}" not in batch else batch[f"{prefix}{name}"].reshape(-1, width)
+  unpack = batch.get(f"{prefix}unpack")
+  if unpack is not None:
+    unpack = unpack.reshape(-1, unpack.shape[-1])
+  types = flat("token_type_ids")
+  return model.apply({"params": params}, flat("input_ids"), flat("attention_mask"),
+                     jnp.zeros_like(flat("input_ids")) if types is None else types,
+                     segment_ids=flat("segment_ids"), unpack=unpack,
+                     rngs={"dropout": rng} if rng is not None else None, **kw)
+
+
+def num_examples(batch: Mapping[str, jax.Array], prefix: str = "") -> int:
+  """Examples in a batch: its first axis, that of `unpack` when the rows are packed."""
+  return batch.get(f"{prefix}unpack", batch[f"{prefix}input_ids"]).shape[0]
+
+
+def example_mask(batch: Mapping[str, jax.Array], prefix: str = "") -> jax.Array:
+  """[M, u] of each example's tokens, in example layout (packed or not)."""
+  if f"{prefix}unpack" in batch:
+    unpack = batch[f"{prefix}unpack"]
+    return (unpack.reshape(-1, unpack.shape[-1]) >= 0).astype(jnp.int32)
+  mask = batch[f"{prefix}attention_mask"]
+  return mask.reshape(-1, mask.shape[-1])
 
 
 def example_weights(batch: Mapping[str, jax.Array]) -> jax.Array:
   """[B] float32: 0 for rows that only pad the last validation batch."""
   if "example_weights" in batch:
     return batch["example_weights"].astype(jnp.float32)
-  return jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+  return jnp.ones((num_examples(batch),), jnp.float32)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

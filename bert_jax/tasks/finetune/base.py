@@ -70,6 +70,7 @@ class FinetuneTask:
   head: str | None = None
   token_outputs: tuple[str, ...] = ()  # predict() outputs that are [B, length] (padded back to max_length)
   with_pooler: bool | None = None      # None: the head's default (EncoderModel)
+  packed_inputs: tuple[str, ...] = ("",)  # prefixes of the token arrays the encoder reads (packed apart)
 
   def __init__(self, config: ml_collections.ConfigDict, tokenizer):
     self.config = config
@@ -90,6 +91,12 @@ class FinetuneTask:
   def metrics(self, dataset: Dataset, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
     """outputs: name -> [N, ...] in dataset order."""
     raise NotImplementedError
+
+  def example_tokens(self, cfg: ModelConfig) -> int | None:
+    """Tokens of each example the head reads from the encoder's output when rows are packed: 1 when it
+    pools the first token only (only that one is gathered back), None for all of them."""
+    del cfg
+    return None
 
   def metadata(self, labels: LabelMap | None) -> dict[str, Any]:
     """JSON saved beside the best checkpoint (label names, task settings)."""

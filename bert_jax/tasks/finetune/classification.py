@@ -144,6 +144,9 @@ class ClassifyTask(FinetuneTask):
   def num_outputs(self, labels: finetune_data.LabelMap | None) -> int:
     return labels.num_classes
 
+  def example_tokens(self, cfg: ModelConfig) -> int | None:
+    return None if cfg.classifier_pooling == "mean" else 1
+
   def model_config(self, cfg: ModelConfig, labels) -> ModelConfig:
     names = tuple(labels.names) if labels is not None else ()
     return cfg.replace(num_labels=self.num_outputs(labels), classifier_pooling=self.config.pooling, label_names=names)

@@ -32,7 +32,7 @@ from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.heads import POOLING, l2_normalize
 from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import cross_entropy
+from bert_jax.tasks.base import cross_entropy, example_mask, forward, num_examples
 from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 SIDES = ("a", "p", "n")  # anchor, positive, hard negative
@@ -58,11 +58,11 @@ def encode_side(tokenizer, texts: list[str], max_length: int, side: str) -> dict
   return {f"{side}_input_ids": arrays["input_ids"], f"{side}_attention_mask": arrays["attention_mask"]}
 
 
-def embed(model: EncoderModel, params, ids: jax.Array, mask: jax.Array, pooling: str, rng=None) -> jax.Array:
-  """ids/mask [B, L] -> L2-normalised sentence embeddings [B, H] float32."""
-  out = model.apply({"params": params}, ids, mask, jnp.zeros_like(ids),
-                    rngs={"dropout": rng} if rng is not None else None)
-  return l2_normalize(POOLING[pooling](out.last_hidden_state, mask))
+def embed(model: EncoderModel, params, batch, side: str, pooling: str, rng=None) -> jax.Array:
+  """The `{side}_` sentences of a batch (ids / mask [B, L], or their packed rows) -> L2-normalised
+  sentence embeddings [B, H] float32."""
+  out = forward(model, params, batch, rng, prefix=f"{side}_")
+  return l2_normalize(POOLING[pooling](out.last_hidden_state, example_mask(batch, f"{side}_")))
 
 
 class ContrastiveObjective(TaskObjective):
@@ -73,11 +73,11 @@ class ContrastiveObjective(TaskObjective):
     self.pooling, self.temperature, self.symmetric = pooling, temperature, symmetric
 
   def totals(self, batch):
-    return {"task_count": jnp.asarray(batch["a_input_ids"].shape[0], jnp.float32)}
+    return {"task_count": jnp.asarray(num_examples(batch, "a_"), jnp.float32)}
 
   def embeddings(self, params, batch, side: str, rng=None) -> jax.Array:
     key = None if rng is None else jax.random.fold_in(rng, SIDES.index(side))
-    return embed(self.model(rng), params, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], self.pooling, key)
+    return embed(self.model(rng), params, batch, side, self.pooling, key)
 
   def predict(self, params, batch):
     return {"a": self.embeddings(params, batch, "a"), "p": self.embeddings(params, batch, "p")}
@@ -105,8 +105,13 @@ class ContrastiveTask(FinetuneTask):
   head = None
   with_pooler = False
 
+  packed_inputs = tuple(f"{side}_" for side in SIDES)
+
   def _pooling(self) -> str:
     return {"pooler": "cls"}.get(self.config.pooling, self.config.pooling)
+
+  def example_tokens(self, cfg: ModelConfig) -> int | None:
+    return 1 if self._pooling() == "cls" else None
 
   def load(self, path, split, labels=None):
     data = self.config.data

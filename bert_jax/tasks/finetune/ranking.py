@@ -28,7 +28,7 @@ from bert_jax import evaluation
 from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
-from bert_jax.tasks.base import cross_entropy, forward
+from bert_jax.tasks.base import cross_entropy, forward, num_examples
 from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 
@@ -79,13 +79,12 @@ class RankingObjective(TaskObjective):
     self.listwise = listwise
 
   def totals(self, batch):
-    return {"task_count": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}
+    return {"task_count": jnp.asarray(num_examples(batch), jnp.float32)}
 
   def scores(self, params, batch, rng=None):
-    """[B, ...] rows of token arrays [..., L] -> scores [B, ...]."""
-    ids = batch["input_ids"]
-    flat = {k: batch[k].reshape(-1, ids.shape[-1]) for k in ("input_ids", "attention_mask", "token_type_ids")}
-    return forward(self.model(rng), params, flat, rng).logits[:, 0].reshape(ids.shape[:-1])
+    """[B, ...] rows of token arrays [..., L] (or their packed rows) -> scores [B, ...]."""
+    lead = batch.get("unpack", batch["input_ids"]).shape[:-1]
+    return forward(self.model(rng), params, batch, rng).logits[:, 0].reshape(lead)
 
   def predict(self, params, batch):
     return {"scores": self.scores(params, batch)}
@@ -108,6 +107,9 @@ class RerankTask(FinetuneTask):
 
   name = "rerank"
   head = "classification"
+
+  def example_tokens(self, cfg: ModelConfig) -> int | None:
+    return None if cfg.classifier_pooling == "mean" else 1
 
   def encode(self, queries: list[str], passages: list[str]) -> dict[str, np.ndarray]:
     return self.tokenizer.batch(queries, passages, max_length=self.config.data.max_length)

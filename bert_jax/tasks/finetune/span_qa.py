@@ -19,7 +19,7 @@ import tokenizers
 from bert_jax import evaluation
 from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
-from bert_jax.tasks.base import cross_entropy, forward
+from bert_jax.tasks.base import cross_entropy, example_mask, forward, num_examples
 from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 N_BEST = 20
@@ -66,12 +66,12 @@ class SpanObjective(TaskObjective):
     return ["task_loss", "task_count"]
 
   def totals(self, batch):
-    return {"task_count": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}
+    return {"task_count": jnp.asarray(num_examples(batch), jnp.float32)}
 
   def spans(self, params, batch, rng=None):
     out = forward(self.model(rng), params, batch, rng)
     # Padding can never be a start or an end.
-    valid = batch["attention_mask"].astype(bool)
+    valid = example_mask(batch).astype(bool)
     low = jnp.finfo(jnp.float32).min
     return jnp.where(valid, out.start_logits, low), jnp.where(valid, out.end_logits, low)
 
