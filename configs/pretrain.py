@@ -29,7 +29,7 @@ from bert_jax import assets, config_lib, models
 # the bundled tokenizer, the objective (bert_jax/tasks/registry.py) and the data / optimizer settings.
 FAMILIES = {
     "bert": {"tokenizer": "wordpiece", "objective": "mlm_nsp", "data.dynamic_masking": False},
-    # Padding-free: whole documents' sentences packed several to a row (segment-aware attention).
+    # Padding-free: documents back to back in full rows, attention and positions per document.
     "roberta": {"tokenizer": "bpe", "objective": "mlm", "data.dynamic_masking": True, "data.packing": True},
     "albert": {"tokenizer": "spm", "objective": "mlm_sop", "data.whole_word_masking": True,
                "optimizer.name": "lamb", "optimizer.learning_rate": 1e-3},

@@ -190,21 +190,24 @@ def test_full_sentences_fill_rows_and_separate_documents(tokenizer):
   assert bpe.frame([10], [20]) == ([0, 10, 2, 2, 20, 2], [0] * 6) and bpe.separator_id == 2
 
 
-def test_pack_first_fit(tokenizer):
+def test_document_rows_fill_each_row_and_keep_every_document_in_order(tokenizer):
   template = ex.Template.from_tokenizer(tokenizer)
-  pieces = list(ex.sentence_examples(id_documents(num_docs=40, seed=3), template, 16, cross_documents=False))
-  rows = list(ex.pack_first_fit(iter(pieces), 40, min_length=3))
-  assert len(rows) < len(pieces)
-  segments = []
+  documents = id_documents(num_docs=40, seed=3)
+  rows = list(ex.document_rows(documents, template, 40, min_piece=4))
+  specials = template.num_specials(pair=False)
+  pieces = []
+  for row in rows[:-1]:
+    # Closed only when a piece of 4 tokens and its specials no longer fits.
+    assert 40 - specials - 4 < len(row.ids) <= 40
   for row in rows:
-    assert len(row.ids) <= 40 and row.segment_ids[0] == 1
-    assert all(b - a in (0, 1) for a, b in zip(row.segment_ids, row.segment_ids[1:]))
+    assert row.segment_ids[0] == 1 and all(b - a in (0, 1) for a, b in zip(row.segment_ids, row.segment_ids[1:]))
     for s in range(1, row.segment_ids[-1] + 1):
       segment = [t for t, k in zip(row.ids, row.segment_ids) if k == s]
       assert segment[0] == tokenizer.cls_id and segment[-1] == tokenizer.sep_id
-      segments.append(segment)
-  assert sorted(segments) == sorted(p.ids for p in pieces)
-  assert np.mean([len(r.ids) for r in rows]) > 30  # rows are filled
+      pieces.append(segment[1:-1])
+  # The pieces, in order, are the documents' tokens, in order: every document, split only at row ends.
+  assert [t for p in pieces for t in p] == [t for d in documents for s in d for t in s]
+  assert np.mean([len(r.ids) for r in rows[:-1]]) > 37
 
 
 # -- loader -------------------------------------------------------------------------

@@ -18,8 +18,8 @@ Keys (the configs in configs/ set these; unknown keys raise):
   dynamic_masking     True: new masks every epoch (RoBERTa); False: one mask per example (BERT)
   short_seq_prob      BERT: chance that a sentence-pair example aims at a random shorter length
   nsp_random_prob     NSP: chance that segment B comes from another document
-  packing             objective "mlm" only: examples stop at document ends and several share one row
-                      (greedy first-fit) with `segment_ids`; positions still run 0..L-1 across the row
+  packing             objective "mlm" only: documents back to back, one segment each (`segment_ids`),
+                      split where a row ends, so rows are full; attention and positions per segment
   shuffle             shuffle examples with grain's global index shuffle, a new order every epoch
   cache_dir           where prepared shards go; empty: the shared cache (bert_jax.runtime.caches:
                       $BERT_JAX_CACHE/prepared or ~/.cache/bert_jax/prepared), in a folder named by a

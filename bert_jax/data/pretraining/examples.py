@@ -13,8 +13,9 @@ tokenizer's special tokens, at most max_length of them:
   sentence_examples  RoBERTa/DeBERTa FULL-SENTENCES: whole sentences packed up to
                    max_length, crossing document boundaries with the separator
                    token between documents; with cross_documents=False
-                   (DOC-SENTENCES) an example ends with its document, and
-                   `pack_first_fit` then fills rows with several of them.
+                   (DOC-SENTENCES) an example ends with its document.
+  document_rows    padding-free rows (data.packing): documents back to back, one
+                   segment each, split where a row ends.
 
 All randomness comes from the `random.Random` passed in, so a shard of
 documents always gives the same examples.
@@ -222,32 +223,34 @@ def sentence_examples(
     yield Example(*template.frame(body))
 
 
-def pack_first_fit(
-    examples: Iterator[Example], max_length: int, *, min_length: int = 1, open_rows: int = 64,
-) -> Iterator[Example]:
-  """Greedy first-fit: each example goes into the first open row with room; segment_ids 1, 2, ...
+def document_rows(documents: Sequence[Document], template: Template, max_length: int, *,
+                  min_piece: int = 8) -> Iterator[Example]:
+  """Rows filled to the brim with documents back to back (padding-free packing; segment_ids 1, 2, ...).
 
-  A row closes once less than min_length (the shortest possible example) is
-  left. At most `open_rows` rows stay open (the oldest is emitted when another
-  is needed), which keeps the cost linear and memory bounded.
+  Each document's tokens (its sentences in order) are one segment of a row, framed by the
+  special tokens; where the row ends, the rest of the document continues as the first segment
+  of the next row (ModernBERT's sequence packing: a row never waits for a sentence that would
+  fit the next one). A row closes when less than a piece of min_piece tokens (plus its special
+  tokens) is left, or at 255 segments, so at most min_piece + specials - 1 slots of a row are empty.
   """
-  rows: list[Example] = []
-  for example in examples:
-    if len(example.ids) > max_length:
-      raise ValueError(f"example of {len(example.ids)} tokens does not fit max_length={max_length}")
-    for row in rows:
-      if len(row.ids) + len(example.ids) <= max_length and row.segment_ids[-1] < MAX_SEGMENTS:
-        segment = row.segment_ids[-1] + 1
-        row.ids.extend(example.ids)
-        row.type_ids.extend(example.type_ids)
-        row.segment_ids.extend([segment] * len(example.ids))
-        break
-    else:
-      if len(rows) == open_rows:
-        yield rows.pop(0)
-      rows.append(Example(list(example.ids), list(example.type_ids), -1, [1] * len(example.ids)))
-    done = [max_length - len(row.ids) < min_length or row.segment_ids[-1] >= MAX_SEGMENTS for row in rows]
-    if any(done):
-      yield from (row for row, closed in zip(rows, done) if closed)
-      rows = [row for row, closed in zip(rows, done) if not closed]
-  yield from rows
+  specials = template.num_specials(pair=False)
+  if max_length - specials < max(min_piece, 1):
+    raise ValueError(f"max_length={max_length} leaves no room for text")
+  row: Example | None = None
+  for document in documents:
+    tokens = [t for sentence in document for t in sentence]
+    while tokens:
+      if row is None:
+        row = Example([], [], -1, [])
+      room = max_length - len(row.ids) - specials
+      piece, tokens = tokens[:room], tokens[room:]
+      ids, type_ids = template.frame(piece)
+      segment = row.segment_ids[-1] + 1 if row.segment_ids else 1
+      row.ids.extend(ids)
+      row.type_ids.extend(type_ids)
+      row.segment_ids.extend([segment] * len(ids))
+      if max_length - len(row.ids) - specials < min_piece or segment >= MAX_SEGMENTS:
+        yield row
+        row = None
+  if row is not None:
+    yield row

@@ -10,8 +10,8 @@ Command line (prepares train and validation; the loader finds them with data.cac
 
 Which examples (see bert_jax/data/examples.py): mlm_nsp -> BERT sentence pairs
 with next-sentence labels, mlm_sop -> ALBERT sentence-order pairs, mlm ->
-RoBERTa FULL-SENTENCES (or, with data.packing, DOC-SENTENCES packed first-fit
-into rows with segment ids). Examples depend only on the documents, the
+RoBERTa FULL-SENTENCES (or, with data.packing, documents back to back in rows
+filled to the brim, one segment each, split where a row ends). Examples depend only on the documents, the
 tokenizer, these settings and the seed, so they are made once and masked at
 load time.
 
@@ -63,7 +63,7 @@ _PROGRESS_EVERY_S = 5.0
 class ExampleSettings:
   """Everything besides the inputs that decides the examples."""
 
-  kind: str  # "nsp" | "sop" | "full_sentences" | "packed_doc_sentences"
+  kind: str  # "nsp" | "sop" | "full_sentences" | "packed_documents"
   max_length: int
   short_seq_prob: float
   nsp_random_prob: float
@@ -77,7 +77,7 @@ class ExampleSettings:
       raise ValueError(f"data.packing=True works with objective 'mlm' only: a packed row holds several "
                        f"documents but {objective!r} has one pair label per row")
     kind = {"mlm_nsp": "nsp", "mlm_sop": "sop"}.get(objective)
-    kind = kind or ("packed_doc_sentences" if data_config.packing else "full_sentences")
+    kind = kind or ("packed_documents" if data_config.packing else "full_sentences")
     return cls(kind, int(data_config.max_length), float(data_config.short_seq_prob),
                float(data_config.nsp_random_prob), int(seed))
 
@@ -113,8 +113,7 @@ def _examples(documents, template, settings: ExampleSettings, rng: random.Random
     return examples_lib.sop_examples(documents, template, length, rng, short_seq_prob=settings.short_seq_prob)
   if settings.kind == "full_sentences":
     return examples_lib.sentence_examples(documents, template, length, cross_documents=True)
-  sentences = examples_lib.sentence_examples(documents, template, length, cross_documents=False)
-  return examples_lib.pack_first_fit(sentences, length, min_length=template.num_specials(pair=False) + 1)
+  return examples_lib.document_rows(documents, template, length)
 
 
 class _Progress:
@@ -239,7 +238,7 @@ def prepare(
   if settings.max_length < needed:
     raise ValueError(f"data.max_length={settings.max_length} is too short: {settings.kind} examples need "
                      f">= {needed} tokens")
-  fmt = records.RecordFormat.for_vocabulary(tokenizer.max_id, packed=settings.kind == "packed_doc_sentences")
+  fmt = records.RecordFormat.for_vocabulary(tokenizer.max_id, packed=settings.kind == "packed_documents")
   fingerprint = {
       "format_version": FORMAT_VERSION, "split": split, "role": role, "holdout": holdout,
       "process": [index, count], "source": source.fingerprint(), "tokenizer": tokenizer_hash(tokenizer),
