@@ -23,7 +23,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +34,7 @@ def measure(args) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from train_step import synthetic_batch
+  from train_step import synthetic_batch, time_step
 
   from bert_jax import config_lib, models, optim, steps
   from bert_jax.models import local_attention
@@ -60,21 +59,8 @@ def measure(args) -> dict:
   if args.packed:
     batch["segment_ids"] = (np.arange(length) // args.packed + 1)[None].repeat(rows, 0).astype(np.int32)
   batch = jax.device_put(batch)
-  step = jax.jit(functools.partial(steps.train_step, objective=objective, tx=tx, schedule=schedule),
-                 donate_argnums=(0,))
-  start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
+  compiled, compile_s, times, metrics = time_step(objective, tx, schedule, state, batch, args.warmup, args.steps)
   temp = compiled.memory_analysis().temp_size_in_bytes
-  for _ in range(args.warmup):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
   seconds = float(np.median(times))
   peak = hardware.peak_flops(args.dtype, refresh=True)
   model_flops = train_flops(cfg, rows, length, predictions)

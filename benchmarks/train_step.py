@@ -43,6 +43,29 @@ def synthetic_batch(batch: int, length: int, vocab: int, predictions: int, seed:
           "masked_weights": np.ones((batch, predictions), np.float32)}
 
 
+def time_step(objective, tx, schedule, state, batch, warmup: int, steps_timed: int):
+  """Compiles the real train step for `batch` and times it -> (compiled, compile seconds, step times, metrics).
+
+  Donated state, warm-up steps first, each timed step blocked on its metrics.
+  """
+  from bert_jax import steps
+  step = jax.jit(functools.partial(steps.train_step, objective=objective, tx=tx, schedule=schedule),
+                 donate_argnums=(0,))
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(steps_timed):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return compiled, compile_s, times, metrics
+
+
 def measure(args, impl: str) -> dict:
   from bert_jax import config_lib, models, optim, steps
   from bert_jax.models.flops import train_flops
@@ -67,23 +90,10 @@ def measure(args, impl: str) -> dict:
   state = jax.jit(functools.partial(steps.initial_state, objective, tx, ids))(jax.random.key(0))
   params = state.params
   batch = jax.device_put(synthetic_batch(args.batch, args.length, cfg.vocab_size, predictions))
-  step = jax.jit(functools.partial(steps.train_step, objective=objective, tx=tx, schedule=schedule),
-                 donate_argnums=(0,))
-  start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
+  compiled, compile_s, times, metrics = time_step(objective, tx, schedule, state, batch, args.warmup, args.steps)
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, list) else analysis
   flops = float(analysis.get("flops", 0.0))
-  for _ in range(args.warmup):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
   # The median step: robust to other jobs on a shared machine (the mean is printed too).
   seconds = float(np.median(times))
   peak = hardware.peak_flops(args.dtype, refresh=True)

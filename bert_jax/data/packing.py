@@ -4,7 +4,7 @@ A batch in example layout holds token arrays [M, u] (input_ids, attention_mask, 
 each row one example, right-padded). `pack_batch` moves every example's real tokens into rows of
 `row_length` tokens, first-fit by decreasing length:
 
-    input_ids / attention_mask / token_type_ids  [R, row_length]   the examples back to back
+    input_ids / attention_mask / token_type_ids  [R, row_length]   the examples back to back (then 0)
     segment_ids                                  [R, row_length]   1, 2, ... per example, 0 = padding
     unpack                                       [M, u]            flat index (row * row_length + offset)
                                                                    of each example token, -1 past its end
@@ -95,8 +95,6 @@ def pack_batch(arrays: dict[str, np.ndarray], row_length: int, *, prefix: str = 
   fields = [f for f in TOKEN_FIELDS if f"{prefix}{f}" in arrays]
   flat = {f: arrays[f"{prefix}{f}"].reshape(-1, width) for f in fields}
   out_rows = {f: np.zeros((parts * rows, row_length), flat[f].dtype) for f in fields}
-  pad_id = int(flat["input_ids"][lengths < width][0, -1]) if np.any(lengths < width) else 0
-  out_rows["input_ids"][:] = pad_id
   segments = np.zeros((parts * rows, row_length), np.int32)
   unpack = np.full((len(lengths), width), -1, np.int32)
   for p, (row, offset, _) in enumerate(plans):
