@@ -8,6 +8,7 @@ replication; a rule may map a name to None to replicate it on purpose.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
@@ -176,6 +177,27 @@ def batch_shards(mesh: Mesh) -> int:
 def replicate(tree, mesh: Mesh):
   """`tree` (the same values on every process) placed whole on every device of `mesh`."""
   return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def to_host(tree):
+  """`tree`'s arrays as numpy on every process, whatever their sharding (a collective with several
+  processes: every process calls it, in the same order relative to other collectives).
+
+  One jitted identity replicates the whole tree (one program, not one per leaf), then each process
+  reads its first local copy.
+  """
+  leaves = jax.tree.leaves(tree)
+  if jax.process_count() == 1 or all(getattr(x, "is_fully_addressable", True) for x in leaves):
+    return jax.device_get(tree)
+  mesh = next(x.sharding.mesh for x in leaves if isinstance(getattr(x, "sharding", None), NamedSharding))
+  replicated = _replicator(mesh)(tree)
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), replicated)
+
+
+@functools.lru_cache(maxsize=8)
+def _replicator(mesh: Mesh):
+  """One jitted identity per mesh (a fresh lambda each call would compile each call)."""
+  return jax.jit(lambda tree: tree, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def local_row_blocks(rows: int, mesh: Mesh) -> dict[jax.Device, tuple[int, int]]:

@@ -57,8 +57,8 @@ def export_model(objective: Objective, params, workdir: str, tokenizer_dir: str)
   """WORKDIR/model (what fine-tuning starts from) and any other folder the objective keeps, as bert_jax
   checkpoint folders; returns their paths.
 
-  Single-process runs only (see the caller). save_pretrained writes a temporary folder first:
-  an earlier export stays until the new one is complete.
+  params: device arrays (one process) or host arrays (gathered, see the caller). save_pretrained
+  writes a temporary folder first: an earlier export stays until the new one is complete.
   """
   written = []
   for name, (model, kept) in objective.export(params).items():
@@ -181,12 +181,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def start_export(state: steps.TrainState) -> None:
     """WORKDIR/model from the state's params, written in the background (it overlaps an evaluation).
 
-    Multi-process runs keep only their checkpoints: gathering the params for a single-folder
-    export deadlocked against the checkpointer's collectives in testing. Rerunning the command
-    on one process exports the final checkpoint (below).
+    With several processes every one first waits for the final checkpoint (its collectives run on
+    Orbax's threads, and a gather racing them deadlocks) and gathers the params to its host, in
+    the same order on all of them; process 0 then writes the folders while the others go on.
     """
-    if jax.process_count() == 1:
-      exporting.append(background.submit(export_model, objective, state.params, workdir, config.data.tokenizer))
+    if jax.process_count() > 1:
+      checkpointer.wait()
+      params = sharding.to_host(state.params)
+      if jax.process_index() == 0:
+        exporting.append(background.submit(export_model, objective, params, workdir, config.data.tokenizer))
+      return
+    exporting.append(background.submit(export_model, objective, state.params, workdir, config.data.tokenizer))
 
   def step_fn(state: steps.TrainState, step: int):
     # Drawn here, not prefetched: a checkpoint after this step must record exactly this position.
@@ -203,10 +208,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     state, preempted = runner.run(state, start_step, step_fn, evaluate, on_final=start_export)
     if not preempted and start_step >= total_steps:
-      # The same command on a finished run (e.g. one process on a CPU after a multi-host run):
-      # evaluate the final checkpoint and write the export that multi-process runs skip.
+      # The same command on a finished run: evaluate the final checkpoint, and write the export
+      # if a run stopped before writing it.
       evaluate(start_step, state, f"eval of the final checkpoint (step {start_step})")
-      if not fileio.resolve(model_dir).exists():
+      # (Several processes always write it: whether a folder exists is not theirs to agree on.)
+      if jax.process_count() > 1 or not fileio.resolve(model_dir).exists():
         start_export(state)
     for future in exporting:
       for path in future.result():

@@ -178,10 +178,22 @@ def check_params(model: EncoderModel, params: Mapping, source: str) -> None:
     raise ValueError(f"{source}: parameters do not fit the model:\n  " + "\n  ".join(problems[:20]))
 
 
+def _this_process_checkpointer():
+  """An Orbax checkpointer for host arrays that this process alone reads or writes.
+
+  Orbax's default synchronises every process of a jax.distributed run at each save and restore; a
+  model folder is written by process 0 alone (the others are elsewhere in the run), so its
+  barriers must span only this process.
+  """
+  import orbax.checkpoint as ocp
+  index = jax.process_index()
+  return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=index, active_processes={index}, barrier_sync_key_prefix=f"bert_jax_folder_p{index}"))
+
+
 def save_pretrained(path: str, model: EncoderModel, params: Mapping, *, tokenizer_from: str | None = None,
                     extra: Mapping[str, Any] | None = None) -> None:
   """Writes a bert_jax checkpoint folder; the previous content of `path` stays until the new one is complete."""
-  import orbax.checkpoint as ocp
   if fileio.is_remote(path):  # written whole on local disk, then uploaded (fileio.upload_tree)
     with tempfile.TemporaryDirectory() as local:
       save_pretrained(os.path.join(local, "model"), model, params, tokenizer_from=tokenizer_from, extra=extra)
@@ -196,7 +208,7 @@ def save_pretrained(path: str, model: EncoderModel, params: Mapping, *, tokenize
           "with_pooler": model.uses_pooler, **(extra or {})}
   with open(os.path.join(tmp, META_FILE), "w") as f:
     json.dump(meta, f, indent=2)
-  with ocp.StandardCheckpointer() as ckptr:
+  with _this_process_checkpointer() as ckptr:
     ckptr.save(os.path.join(tmp, "params"), jax.tree.map(np.asarray, unbox(dict(params))))
     ckptr.wait_until_finished()
   if tokenizer_from:
@@ -214,7 +226,6 @@ def copy_tokenizer_files(src: str, dst: str) -> list[str]:
 
 
 def load_bert_jax(path: str, head: str | None = None, **overrides) -> tuple[EncoderModel, dict, dict]:
-  import orbax.checkpoint as ocp
   file = os.path.join(path, META_FILE)
   with open(file) as f:
     meta = json.load(f)
@@ -226,7 +237,7 @@ def load_bert_jax(path: str, head: str | None = None, **overrides) -> tuple[Enco
   params_dir = os.path.join(os.path.abspath(path), "params")
   if not os.path.isdir(params_dir):
     raise FileNotFoundError(f"{path}: no params/ folder beside {META_FILE}")
-  with ocp.StandardCheckpointer() as ckptr:
+  with _this_process_checkpointer() as ckptr:
     params = ckptr.restore(params_dir)
   params = jax.tree.map(np.asarray, params)
   if head != saved_head:
