@@ -1,7 +1,10 @@
 """bert_jax.runtime.peer_watch: the links that stop a multi-process run within a second of one process dying."""
 
+import ipaddress
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -31,25 +34,31 @@ def assert_stopped_for_lost_peer(code: int, text: str, survivor: int, victim: in
         (code, text[-3000:])
 
 
+class KeyValueStore:
+  """A dict standing in for jax.distributed's key-value store, shared by PeerWatches in threads of this process."""
+
+  def __init__(self):
+    self.values, self._ready = {}, threading.Condition()
+
+  def set(self, key, value):
+    with self._ready:
+      self.values[key] = value
+      self._ready.notify_all()
+
+  def get(self, key, timeout_ms):
+    with self._ready:
+      assert self._ready.wait_for(lambda: key in self.values, timeout_ms / 1000)
+      return self.values[key]
+
+
 def _linked(count):
   """`count` PeerWatches inside this process (one per thread, as process 0..count-1 would build them),
   sharing a dict as the key-value store; each records lost-peer reports instead of exiting."""
-  store, ready, lost = {}, threading.Condition(), {i: [] for i in range(count)}
-
-  def kv_set(key, value):
-    with ready:
-      store[key] = value
-      ready.notify_all()
-
-  def kv_get(key, timeout_ms):
-    with ready:
-      assert ready.wait_for(lambda: key in store, timeout_ms / 1000)
-      return store[key]
-
+  store, lost = KeyValueStore(), {i: [] for i in range(count)}
   watches = [None] * count
 
   def build(i):
-    watches[i] = peer_watch.PeerWatch(i, count, "localhost", kv_set, kv_get, connect_timeout_s=10,
+    watches[i] = peer_watch.PeerWatch(i, count, "localhost", store.set, store.get, connect_timeout_s=10,
                                       on_lost=lost[i].append)
 
   threads = [threading.Thread(target=build, args=(i,)) for i in range(count)]
@@ -95,6 +104,164 @@ def test_an_orderly_end_reports_nothing():
   watches[2].close()
   time.sleep(0.3)
   assert lost == {0: [], 1: [], 2: []}
+
+
+def published_address(store):
+  """(host, port) that process 0 published for the workers."""
+  host, port = store.get(peer_watch._KEY, 10_000).rsplit(":", 1)
+  return host, int(port)
+
+
+def recording_proxy(upstream):
+  """An address that forwards one connection to `upstream`, and the bytes its client sent so far: what
+  anyone on the path between a worker and process 0 could capture."""
+  server = socket.create_server(("127.0.0.1", 0))
+  sent = bytearray()
+
+  def pump(source, sink, record):
+    try:
+      while data := source.recv(4096):
+        if record:
+          sent.extend(data)
+        sink.sendall(data)
+    except OSError:
+      pass  # one side went away: the other's link ends with it
+    finally:
+      sink.close()
+
+  def serve():
+    with server:
+      client, _ = server.accept()
+    upstream_link = socket.create_connection(upstream)
+    threading.Thread(target=pump, args=(upstream_link, client, False), daemon=True).start()
+    pump(client, upstream_link, True)
+
+  threading.Thread(target=serve, daemon=True).start()
+  return "127.0.0.1:%d" % server.getsockname()[1], sent
+
+
+def _read_until_hung_up(link):
+  """Reads what the other side sends until it ends the link (a reset, where it left bytes unread)."""
+  link.settimeout(5)  # a link process 0 kept open fails the test with a timeout
+  try:
+    while link.recv(4096):
+      pass
+  except ConnectionResetError:
+    pass
+
+
+def _refusals(caplog):
+  return [r.getMessage() for r in caplog.records if "Peer links: refused" in r.getMessage()]
+
+
+def _refused(caplog, stranger, reason):
+  """Whether process 0 logged refusing the connection from `stranger`'s address for `reason`."""
+  address = "%s:%d" % stranger.getsockname()[:2]
+  return any(f"from {address}: " in m and reason in m for m in _refusals(caplog))
+
+
+def test_strangers_are_refused_and_never_take_a_workers_place(caplog):
+  """Garbage, silence, a knock, a replayed answer, a wrong secret, a duplicate and an out-of-range index reach
+  process 0 before the real workers (who come in reverse order); each is refused and logged, the workers all
+  link, and a real worker's death is still reported."""
+  caplog.set_level(logging.WARNING)
+  count, store, lost = 4, KeyValueStore(), {i: [] for i in range(4)}
+  watches = [None] * count
+
+  def process_0():
+    watches[0] = peer_watch.PeerWatch(0, count, "localhost", store.set, store.get, connect_timeout_s=30,
+                                      on_lost=lost[0].append, handshake_timeout_s=4)
+
+  server_thread = threading.Thread(target=process_0)
+  server_thread.start()
+  address = published_address(store)
+  assert address[0] == "127.0.0.1"  # the localhost coordinator's interface, not every interface
+
+  def worker(i, kv_get=store.get):
+    return peer_watch.PeerWatch(i, count, "localhost", store.set, kv_get, connect_timeout_s=10,
+                                on_lost=lost.setdefault(i, []).append)
+
+  silent = socket.create_connection(address)  # connects and says nothing, holding the link open
+  knock = socket.create_connection(address)  # a port scan: connects and hangs up at once
+  knock.close()
+  garbage = socket.create_connection(address)
+  garbage.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: port-scanner\r\n\r\n")
+  wrong = {peer_watch._SECRET_KEY: "00" * 32}
+  with pytest.raises(ConnectionError, match="refused the peer link of process 1"):
+    worker(1, lambda key, ms: wrong.get(key) or store.get(key, ms))
+  # Worker 3 links through a proxy that records its answer; a stranger replays it on a link of its own.
+  proxy, captured = recording_proxy(address)
+  watches[3] = worker(3, lambda key, ms: proxy if key == peer_watch._KEY else store.get(key, ms))
+  assert len(captured) == peer_watch._INDEX_BYTES + peer_watch._MAC_BYTES
+  replay = socket.create_connection(address)
+  assert len(peer_watch._recv_exactly(replay, peer_watch._NONCE_BYTES)) == peer_watch._NONCE_BYTES
+  replay.sendall(bytes(captured))
+  with pytest.raises(ConnectionError, match="refused"):
+    worker(3)  # holds the secret, but process 3 is already linked
+  with pytest.raises(ConnectionError, match="refused"):
+    worker(7)
+  watches[2] = worker(2)
+  watches[1] = worker(1)
+  server_thread.join(timeout=20)
+  assert watches[0], "process 0 did not finish linking"
+  # Process 0 linked every worker while the silent stranger's handshake was still pending.
+  assert not any("no complete answer" in m for m in _refusals(caplog)), _refusals(caplog)
+
+  assert _wait_for(lambda: len(_refusals(caplog)) == 7, seconds=10), _refusals(caplog)
+  assert sum("peer link closed after 0 of 48 bytes" in m for m in _refusals(caplog)) == 1  # the knock
+  assert _refused(caplog, silent, "no complete answer within 4 s")
+  assert _refused(caplog, garbage, "garbage instead of a handshake (begins b'GET / HTTP")
+  assert _refused(caplog, replay, "bad MAC for process 3")
+  assert sum("bad MAC for process 1" in m for m in _refusals(caplog)) == 1  # the wrong secret
+  assert sum("duplicate index: process 3 is already linked" in m for m in _refusals(caplog)) == 1
+  assert sum("index 7 out of range 1..3" in m for m in _refusals(caplog)) == 1
+  for stranger in (silent, garbage, replay):
+    _read_until_hung_up(stranger)
+    stranger.close()
+  assert not any(lost.values()), lost  # strangers hanging up are nobody's death
+
+  watches[2].abandon()
+  assert _wait_for(lambda: lost[0])
+  assert lost[0] == ["process 2 closed its link to process 0 without finishing"]
+  for w in (watches[0], watches[1], watches[3]):
+    w.close()
+
+
+def test_a_worker_that_never_links_is_named_and_the_others_let_go():
+  store, lost = KeyValueStore(), {0: [], 2: []}
+  errors, watches = [], {}
+
+  def process_0():
+    try:
+      peer_watch.PeerWatch(0, 3, "localhost", store.set, store.get, connect_timeout_s=1.5, on_lost=lost[0].append)
+    except TimeoutError as e:
+      errors.append(str(e))
+
+  server_thread = threading.Thread(target=process_0)
+  server_thread.start()
+  watches[2] = peer_watch.PeerWatch(2, 3, "localhost", store.set, store.get, connect_timeout_s=10,
+                                    on_lost=lost[2].append)
+  server_thread.join(timeout=20)
+  assert len(errors) == 1 and "process(es) 1 of 3 never made an authenticated link" in errors[0], errors
+  time.sleep(0.3)
+  assert lost == {0: [], 2: []}  # process 0 said goodbye: worker 2 stops watching, it does not stop the run
+  watches[2].close()
+
+
+def test_listen_address_is_the_coordinators_interface():
+  assert peer_watch.listen_address("localhost") == (socket.AF_INET, "127.0.0.1")
+  assert peer_watch.listen_address("127.0.0.1") == (socket.AF_INET, "127.0.0.1")
+  # A host name that resolves to loopback only here (Debian's `127.0.1.1 hostname`) names no interface
+  # that other hosts can reach.
+  if ipaddress.ip_address(socket.gethostbyname(socket.gethostname())).is_loopback:
+    assert peer_watch.listen_address(socket.gethostname()) is None
+
+
+def test_answers_must_be_exact():
+  assert peer_watch._parse_index(peer_watch._index_field(12)) == 12
+  for field in (b"12".ljust(16, b"\0"), b" 12".ljust(16), b"+12".ljust(16), b"012".ljust(16), b"\xff" * 16,
+                "١٢".encode().ljust(16)):
+    assert peer_watch._parse_index(field) is None, field
 
 
 _PROCESS = textwrap.dedent("""
