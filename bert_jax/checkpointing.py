@@ -26,6 +26,10 @@ class CheckpointMismatch(ValueError):
   """A readable checkpoint whose tree does not fit the configured model."""
 
 
+class SaveFailed(RuntimeError):
+  """A checkpoint or model folder could not be written (disk full, permission, object store); the run stops."""
+
+
 def _path(path) -> str:
   """A key path as "a/b/0/c", whatever the container types (dataclass fields, dicts, tuples)."""
   parts = []
@@ -47,15 +51,53 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain_ckpt.CheckpointHandler()})
+    self._writing: int | None = None  # the step of the save in flight (its errors surface later)
+    self._failed = False
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, data_iterator=None, *, force: bool = False) -> bool:
+    """Starts writing `step` (asynchronously); a failure of this or the save in flight raises SaveFailed."""
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items["data"] = grain_ckpt.CheckpointSave(data_iterator)
-    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    try:
+      saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    except Exception as e:  # noqa: BLE001 - whatever the storage raised, reported with the step and path
+      raise self._save_failed(step, e) from e
+    if saved:
+      self._writing = step
+    return saved
+
+  def _save_failed(self, step: int, error: BaseException) -> SaveFailed:
+    """The error to stop with: which step failed where, and the complete checkpoints, each read back."""
+    self._failed = True
+    self.manager.reload()
+    # An asynchronous save fails in the background and is reported by the next call: name that step.
+    unfinished = self._writing is not None and self._writing not in self.steps()
+    failed = self._writing if unfinished else step
+    done = [s for s in self.steps() if s != failed]
+    intact = [s for s in done if self._readable(s)]
+    damaged = sorted(set(done) - set(intact))
+    text = " ".join(str(error).split())
+    text = text if len(text) <= 400 else f"{text[:160]} ... {text[-220:]}"  # the OS's reason comes last
+    cause = f"{type(error).__name__}: {text}"
+    return SaveFailed(
+        f"saving checkpoint step {failed} to {self.directory / str(failed)} failed ({cause}). "
+        + (f"The earlier checkpoints (steps {intact}) are complete and read back. " if intact else
+           "No earlier checkpoint exists. ")
+        + (f"steps {damaged} do not read back. " if damaged else "")
+        + "The unfinished step is an orbax temporary folder that a resumed run ignores. Free space or fix "
+        + "the path's permissions and relaunch the same command"
+        + (f": it resumes from step {intact[-1]}." if intact else "."))
+
+  def _readable(self, step: int) -> bool:
+    """Whether a finalised step's metadata reads back (its tree and the files Orbax commits last)."""
+    try:
+      return self.manager.item_metadata(step)["state"] is not None
+    except Exception:  # noqa: BLE001
+      return False
 
   def restore_latest(self, abstract_state, data_iterator=None, log: Callable[[str], None] = logging.warning):
     """(state, step) from the newest readable checkpoint, or (None, None) if there is none.
@@ -112,9 +154,22 @@ class Checkpointer:
     self.manager.reload()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Blocks until the save in flight is complete; its failure raises SaveFailed."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._save_failed(self._writing if self._writing is not None else -1, e) from e
+    self._writing = None
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for the save in flight and releases the manager (after a failure, without raising again)."""
+    try:
+      if not self._failed:
+        self.wait()
+    finally:
+      try:
+        self.manager.close()
+      except Exception:  # noqa: BLE001 - the failure was reported; closing must not hide it
+        if not self._failed:
+          raise
 

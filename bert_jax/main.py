@@ -61,7 +61,7 @@ def main(argv):
     logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   initialize_distributed()
   watch = peer_watch.start() if FLAGS.peer_links else None
-  from bert_jax import finetune, loop, train
+  from bert_jax import checkpointing, finetune, loop, train
   from bert_jax.runtime import caches
   from bert_jax.tasks import registry
   if FLAGS.compilation_cache:
@@ -85,9 +85,14 @@ def main(argv):
       # for it), then leave without jax.distributed's shutdown barrier, which would wait for them.
       if watch:
         watch.abandon()
-      traceback.print_exc()
+      if isinstance(e, checkpointing.SaveFailed):
+        print(f"bert_jax: process {jax.process_index()}: {e}", file=sys.stderr)
+      else:
+        traceback.print_exc()
       sys.stderr.flush()
       os._exit(1)
+    if isinstance(e, checkpointing.SaveFailed):
+      raise SystemExit(f"bert_jax: {e}") from None
     raise
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import json
 import os
 
 import flax.linen as nn
@@ -53,19 +54,36 @@ def init_from(path: str, cfg: ModelConfig, params, param_shardings):
   return jax.device_put(merged, param_shardings)
 
 
-def export_model(objective: Objective, params, workdir: str, tokenizer_dir: str) -> list[str]:
+def export_model(objective: Objective, params, workdir: str, tokenizer_dir: str, step: int) -> list[str]:
   """WORKDIR/model (what fine-tuning starts from) and any other folder the objective keeps, as bert_jax
-  checkpoint folders; returns their paths.
+  checkpoint folders recording the step they hold; returns their paths.
 
   params: device arrays (one process) or host arrays (gathered, see the caller). save_pretrained
-  writes a temporary folder first: an earlier export stays until the new one is complete.
+  writes a temporary folder first: an earlier export stays until the new one is complete, and a
+  write that fails raises SaveFailed naming the folder (the checkpoints hold the same params).
   """
   written = []
   for name, (model, kept) in objective.export(params).items():
     path = os.path.join(workdir, name)
-    save_pretrained(path, model, jax.device_get(kept), tokenizer_from=tokenizer_dir)
+    try:
+      save_pretrained(path, model, jax.device_get(kept), tokenizer_from=tokenizer_dir,
+                      extra={"pretraining": {"step": step}})
+    except Exception as e:  # noqa: BLE001 - whatever the storage raised, reported with the step and path
+      raise checkpointing.SaveFailed(
+          f"writing the trained model of step {step} to {path} failed ({type(e).__name__}: {e}). The checkpoints "
+          f"are complete and {path} is as it was; free space or fix the path's permissions and relaunch the "
+          "same command: it writes the model from the final checkpoint.") from e
     written.append(path)
   return written
+
+
+def exported_step(path: str) -> int | None:
+  """The step a WORKDIR/model folder holds (None: no complete folder, or one that does not say)."""
+  try:
+    with fileio.resolve(os.path.join(path, "bert_jax.json")).open() as f:
+      return json.load(f).get("pretraining", {}).get("step")
+  except (OSError, ValueError):
+    return None
 
 
 def compiled_flops(compiled) -> float | None:
@@ -178,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bert_jax-export")
   exporting: list[concurrent.futures.Future] = []
 
-  def start_export(state: steps.TrainState) -> None:
+  def start_export(state: steps.TrainState, step: int) -> None:
     """WORKDIR/model from the state's params, written in the background (it overlaps an evaluation).
 
     With several processes every one first waits for the final checkpoint (its collectives run on
@@ -189,9 +207,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       checkpointer.wait()
       params = sharding.to_host(state.params)
       if jax.process_index() == 0:
-        exporting.append(background.submit(export_model, objective, params, workdir, config.data.tokenizer))
+        exporting.append(background.submit(export_model, objective, params, workdir, config.data.tokenizer, step))
       return
-    exporting.append(background.submit(export_model, objective, state.params, workdir, config.data.tokenizer))
+    exporting.append(background.submit(export_model, objective, state.params, workdir, config.data.tokenizer,
+                                       step))
 
   def step_fn(state: steps.TrainState, step: int):
     # Drawn here, not prefetched: a checkpoint after this step must record exactly this position.
@@ -206,14 +225,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  f"batch {config.batch_size} x {config.data.max_length}, mesh "
                  f"{dict(zip(mesh.axis_names, mesh.devices.shape))}, from step {start_step}")
   try:
-    state, preempted = runner.run(state, start_step, step_fn, evaluate, on_final=start_export)
+    state, preempted = runner.run(state, start_step, step_fn, evaluate,
+                                  on_final=lambda final: start_export(final, total_steps))
     if not preempted and start_step >= total_steps:
       # The same command on a finished run: evaluate the final checkpoint, and write the export
       # if a run stopped before writing it.
       evaluate(start_step, state, f"eval of the final checkpoint (step {start_step})")
       # (Several processes always write it: whether a folder exists is not theirs to agree on.)
-      if jax.process_count() > 1 or not fileio.resolve(model_dir).exists():
-        start_export(state)
+      if jax.process_count() > 1 or exported_step(model_dir) != start_step:  # missing, stale or cut short
+        start_export(state, start_step)
     for future in exporting:
       for path in future.result():
         progress.print(f"saved the trained model in {path} (from_pretrained / init_from)")

@@ -200,6 +200,7 @@ def save_pretrained(path: str, model: EncoderModel, params: Mapping, *, tokenize
       fileio.upload_tree(os.path.join(local, "model"), path)
     return
   path = os.path.abspath(path)
+  fileio.recover_folder(path)  # a copy a killed replacement set aside is the folder until this one is complete
   tmp = path + ".tmp"
   if os.path.exists(tmp):
     shutil.rmtree(tmp)

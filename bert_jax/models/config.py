@@ -152,6 +152,12 @@ class ModelConfig:
                        f"model.global_attn_every_n_layers={self.global_attn_every_n_layers} >= 1")
     if self.rotary_base < 0 or self.local_rotary_base < 0:
       raise ValueError("model.rotary_base and model.local_rotary_base must be >= 0")
+    if self.rotary_base and self.attention_type != "standard":
+      raise ValueError(f"model.rotary_base={self.rotary_base} needs attention_type='standard'; the "
+                       f"{self.attention_type} attention of {self.family} has its own relative positions")
+    if self.local_rotary_base and not self.rotary_base:
+      raise ValueError(f"model.local_rotary_base={self.local_rotary_base} rotates the sliding-window layers of a "
+                       "rotary model: set model.rotary_base too (or local_rotary_base=0)")
     if self.rotary_base and self.dim_per_head % 2:
       raise ValueError(f"rotary positions need an even head width; got {self.dim_per_head}")
     if self.relative_attention_num_buckets:

@@ -94,6 +94,21 @@ def replace_folder(new: str, folder: str) -> None:
   shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_folder(folder: str) -> None:
+  """Undoes what a kill during `replace_folder` leaves: the complete old copy set aside with no folder
+  in its place is moved back (the newest, if several); set-aside copies beside a complete folder go.
+  """
+  parent, name = os.path.split(os.path.abspath(folder))
+  if not os.path.isdir(parent):
+    return
+  aside = sorted((os.path.join(parent, entry) for entry in os.listdir(parent) if entry.startswith(f".{name}.old-")),
+                 key=os.path.getmtime)
+  if aside and not os.path.lexists(folder):
+    os.rename(aside.pop(), folder)
+  for old in aside:
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def open_binary(path) -> Iterator:
   """A binary stream of a local or remote file, decompressed when its name ends in `.gz`."""

@@ -94,7 +94,11 @@ class Reranker:
                dtype: str | None = None, activation: str = "auto"):
     from bert_jax.data.tokenizers import check_fits, load_tokenizer
     from bert_jax.convert.pretrained import META_FILE, from_pretrained
-    model, params = from_pretrained(path, head="classification", **({"dtype": dtype} if dtype else {}))
+    try:
+      model, params = from_pretrained(path, head="classification", **({"dtype": dtype} if dtype else {}))
+    except KeyError as e:  # a folder of an encoder or another head: no scores to give
+      raise ValueError(f"{path} is not a cross-encoder: it has no sequence-classification head to score pairs "
+                       f"with ({e.args[0] if e.args else e}); fine-tune one with configs/finetune.py:rerank") from None
     if model.config.num_labels != 1:
       raise ValueError(f"{path}: the classification head has {model.config.num_labels} outputs; a re-ranker has 1")
     if batch_size is not None and batch_size < 1:
@@ -109,7 +113,11 @@ class Reranker:
     if os.path.isfile(os.path.join(path, META_FILE)):
       with open(os.path.join(path, META_FILE)) as f:
         saved = json.load(f).get("finetune", {})
-    self.max_length = max_length or saved.get("max_length") or min(512, model.config.max_length)
+    limit = model.config.max_length  # -1: no position table (relative positions)
+    self.max_length = max_length or saved.get("max_length") or (512 if limit < 0 else min(512, limit))
+    if 0 <= limit < self.max_length:  # positions past the table would be read clamped: wrong scores
+      raise ValueError(f"--max_length={self.max_length} is longer than the model allows ({model.config.max_length} "
+                       f"tokens in {path})")
     self.activation = folder_activation(path) if activation == "auto" else activation
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"--activation={activation!r}: expected auto or one of {ACTIVATIONS}")

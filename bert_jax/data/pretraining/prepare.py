@@ -265,6 +265,9 @@ def prepare(
 def _build(directory, source, fingerprint, settings, template, tokenizer, fmt, *, holdout, role, index, count,
            shard_bytes, name) -> dict:
   os.makedirs(directory, exist_ok=True)
+  for entry in os.listdir(directory):  # a killed run's half-written shards (this process alone writes here)
+    if entry.startswith(".shard-") and entry.endswith(".tmp"):
+      os.remove(os.path.join(directory, entry))
   progress = _Progress(name, source)
   documents = corpus_lib.select_documents(source, holdout=holdout, role=role, process_index=index, process_count=count)
   shards = []

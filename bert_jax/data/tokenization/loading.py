@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import tokenizers
@@ -132,6 +133,7 @@ def _from_vocab_txt(path: Path, config: _FolderConfig) -> Tokenizer:
       )
   mpnet = config.tokenizer_class == "MPNetTokenizer" or config.model_type == "mpnet"
   specials = config.specials(pipelines.MPNET_SPECIALS if mpnet else pipelines.BERT_SPECIALS)
+  _require_specials(path, vocab, specials)
   backend = pipelines.wordpiece(
       vocab,
       specials,
@@ -144,6 +146,18 @@ def _from_vocab_txt(path: Path, config: _FolderConfig) -> Tokenizer:
   return Tokenizer(backend, kind="wordpiece", specials=specials, source=str(config.folder))
 
 
+def _require_specials(path: Path, vocab: Mapping[str, int], specials: pipelines.SpecialTokens) -> None:
+  """The special tokens that frame and pad every sequence must be entries of a vocabulary file: appended
+  ids would index rows that a pretrained model's embedding table does not have. The mask token alone may
+  come after the vocabulary (as RoBERTa's tokenizers append `<mask>` to a vocab.json without it)."""
+  missing = [f"{role} {specials.content(role)!r}" for role in pipelines.SPECIAL_ROLES
+             if role != "mask" and specials.content(role) is not None and specials.content(role) not in vocab]
+  if missing:
+    raise ValueError(f"{path}: the special tokens {', '.join(dict.fromkeys(missing))} are not in the vocabulary; "
+                     "expected each as an entry of the file (or name the ones it uses in special_tokens_map.json "
+                     "/ tokenizer_config.json)")
+
+
 def _from_vocab_json(folder: Path, config: _FolderConfig) -> Tokenizer:
   for name in ("vocab.json", "merges.txt"):
     if not (folder / name).is_file():
@@ -151,6 +165,7 @@ def _from_vocab_json(folder: Path, config: _FolderConfig) -> Tokenizer:
   vocab, merges = tokenizers.models.BPE.read_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
   deberta_v1 = config.tokenizer_class == "DebertaTokenizer" or config.model_type == "deberta"
   specials = config.specials(pipelines.DEBERTA_V1_SPECIALS if deberta_v1 else pipelines.ROBERTA_SPECIALS)
+  _require_specials(folder / "vocab.json", vocab, specials)
   backend = pipelines.byte_level_bpe(
       vocab,
       merges,
