@@ -15,6 +15,7 @@ CORE = [
     "grain",
     "tokenizers",
     "safetensors",
+    "flatbuffers",  # jax.export serialization (bert_jax.export)
     "numpy",
     "tensorboardX",  # TensorBoard event files without TensorFlow
     "bm25s",  # lexical half of hybrid search (numpy + scipy only)

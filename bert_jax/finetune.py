@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bert_jax import assets, checkpointing, config_lib, evaluation, loop, metrics as metrics_lib, sharding, steps
@@ -44,6 +45,7 @@ from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
 from bert_jax.runtime import fileio
 from bert_jax.tasks import registry
+from bert_jax.tasks.finetune import base
 
 
 # Backbone ---------------------------------------------------------------------------------------
@@ -237,21 +239,33 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       outputs = batching.predict_split(predict, params, dataset, config.eval_batch_size, task.token_outputs,
                                        lambda a: device_batch(a, eval_batch_sharding), seeds,
-                                       packer=eval_packer(config, task, cfg, mesh, dataset))
+                                       packer=eval_packer(config, task, cfg, mesh, dataset),
+                                       fetch=sharding.to_host)
     return [task.metrics(dataset, {k: v[s] if seeds > 1 else v for k, v in outputs.items()}) for s in range(seeds)]
 
   def save_best(step: int, seed: int, params, values: dict[str, float]) -> None:
-    params = jax.device_get(loop.seed_slice(params, seed, seeds))
+    params = sharding.to_host(loop.seed_slice(params, seed, seeds))  # every process: a collective
     params = {k: v for k, v in params.items() if not k.startswith("distill_")}
+    own = {k: params.pop(k) for k in [k for k in params if k.startswith(base.TASK_PARAMS_PREFIX)]}
     if cfg.scan_layers:
       params = layout.unstack_layers(params)
     if jax.process_index() == 0:
       path = best.folder(seed)
       model = EncoderModel(cfg.replace(scan_layers=False), head=task.head, with_pooler=task.with_pooler)
-      save_pretrained(path, model, params, tokenizer_from=tokenizer_dir,
-                      extra={"finetune": {**task.metadata(labels), "step": step, "seed": config.seed + seed,
-                                          "metrics": values}})
-      task.export_files(path)
+      try:
+        save_pretrained(path, model, params, tokenizer_from=tokenizer_dir,
+                        extra={"finetune": {**task.metadata(labels), "step": step, "seed": config.seed + seed,
+                                            "metrics": values}})
+        if own:
+          base.save_task_params(path, own)
+        task.export_files(path, **own)
+      except Exception as e:  # noqa: BLE001 - whatever the storage raised, reported with the step and path
+        raise checkpointing.SaveFailed(
+            f"writing the best model of seed {config.seed + seed} (step {step}) to {path} failed "
+            f"({type(e).__name__}: {e}). The checkpoints are complete; free space or fix the path's permissions "
+            "and relaunch the same command: it resumes from the latest checkpoint.") from e
+    if jax.process_count() > 1:  # the others read the folder back for the test split
+      multihost_utils.sync_global_devices(f"bert_jax best seed {seed} step {step}")
 
   def evaluate(step: int, state: steps.TrainState) -> None:
     for name, dataset in eval_sets.items():
@@ -317,6 +331,8 @@ class BestCheckpoints:
     self.path = os.path.join(workdir, "best.json")
     self.larger_is_better = not evaluation.lower_is_better(metric)
     self.best: list[dict | None] = [None] * seeds
+    for seed in range(seeds):  # a kill while a folder was being replaced leaves the old one aside
+      fileio.recover_folder(self.folder(seed))
     if not fresh and os.path.isfile(self.path):
       with open(self.path) as f:
         saved = json.load(f)["seeds"]
@@ -361,7 +377,7 @@ def finish(config, task, labels, best: BestCheckpoints, writer, step: int, progr
   if jax.process_index() == 0:
     workdir = best.workdir
     fileio.write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
-    table = summary_table(summary)
+    table = evaluation.summary_table(summary)
     fileio.write_atomic(os.path.join(workdir, "summary.md"), table)
     progress.print(table)
   return summary
@@ -370,20 +386,8 @@ def finish(config, task, labels, best: BestCheckpoints, writer, step: int, progr
 def evaluate_folder(config, task, path: str, dataset) -> dict[str, float]:
   """Metrics of a saved checkpoint folder on a dataset (one device, jitted predict)."""
   model, params = from_pretrained(path, head=task.head, dtype=config.model.dtype)
+  params = {**params, **base.load_task_params(path)}
   objective = task.objective(model.config, dataset.labels)
   outputs = batching.predict_split(jax.jit(objective.predict), params, dataset, config.eval_batch_size,
                                    task.token_outputs, packer=eval_packer(config, task, model.config, None, dataset))
   return task.metrics(dataset, outputs)
-
-
-def summary_table(summary: dict) -> str:
-  """Markdown: one row per metric and split with mean, median, std, min, max over seeds."""
-  lines = [f"Best by `{summary['metric']}` over seeds {summary['seeds']} (best steps {summary['best_steps']})", "",
-           "| split | metric | mean | median | std | min | max | n |", "|---|---|---|---|---|---|---|---|"]
-  for split in ("validation", "test"):
-    for key, stats in summary[split].items():
-      lines.append(f"| {split} | {key} | {stats['mean']:.4f} | {stats['median']:.4f} | {stats['std']:.4f} | "
-                   f"{stats['min']:.4f} | {stats['max']:.4f} | {stats['n']} |")
-  if summary["degenerate_seeds"]:
-    lines += ["", f"**Degenerate runs** (one predicted class): seeds {summary['degenerate_seeds']}"]
-  return "\n".join(lines) + "\n"

@@ -409,7 +409,7 @@ def test_bad_fine_tuning_input_names_the_problem(movie, tmp_path):
 def test_summary_flags_a_degenerate_seed():
   runs = [{"accuracy": 0.8, "predicted_classes": 2}, {"accuracy": 0.5, "predicted_classes": 1}]
   assert evaluation.degenerate_runs(runs) == [1]
-  table = finetune.summary_table({"metric": "accuracy", "seeds": [0, 1], "best_steps": [3, 3],
+  table = evaluation.summary_table({"metric": "accuracy", "seeds": [0, 1], "best_steps": [3, 3],
                                   "validation": evaluation.summarize_runs(runs), "test": {},
                                   "degenerate_seeds": [1]})
   assert "| validation | accuracy | 0.6500 | 0.6500 | 0.2121 |" in table and "Degenerate runs" in table

@@ -23,7 +23,7 @@ LAYERS = {
     "tasks": (4, "tasks"),
     "steps": (5, "training"), "loop": (5, "training"), "train": (5, "training"), "finetune": (5, "training"),
     "embed": (5, "applications"), "search": (5, "applications"), "report": (5, "applications"),
-    "rerank": (5, "applications"),
+    "rerank": (5, "applications"), "export": (5, "applications"),
     "main": (6, "entry"),
 }
 APART = {frozenset({"training", "applications"})}

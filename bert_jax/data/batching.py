@@ -137,12 +137,14 @@ def eval_batches(dataset: Dataset, batch_size: int) -> list[tuple[np.ndarray, in
 
 
 def predict_split(predict, params, dataset: Dataset, batch_size: int, token_outputs: tuple[str, ...],
-                  put=lambda arrays: arrays, seeds: int = 1, packer=None) -> dict[str, np.ndarray]:
+                  put=lambda arrays: arrays, seeds: int = 1, packer=None, fetch=jax.device_get
+                  ) -> dict[str, np.ndarray]:
   """Runs predict(params, batch) over a whole split -> name -> [N, ...] ([seeds, N, ...] when seeds > 1).
 
   Batches go in length order (tight buckets); rows are scattered back to dataset order and
   token-aligned outputs padded to the dataset's max_length. packer: a `bert_jax.data.packing.
   EvalPacker` whose batches (a fixed token budget each, one compiled shape) replace the padded ones.
+  fetch: device outputs -> host arrays (`sharding.to_host` when they span several processes).
   """
   max_length = dataset.arrays[dataset.token_keys[0]].shape[-1]
   outputs: dict[str, np.ndarray] = {}
@@ -150,7 +152,7 @@ def predict_split(predict, params, dataset: Dataset, batch_size: int, token_outp
   batches = packer.batches(dataset) if packer is not None else eval_batches(dataset, batch_size)
   for indices, real in batches:
     arrays = packer.arrays(dataset, indices, real) if packer is not None else take(dataset, indices)
-    result = jax.device_get(predict(params, put(arrays)))
+    result = fetch(predict(params, put(arrays)))
     for key, value in result.items():
       value = np.asarray(value)
       if key in token_outputs:

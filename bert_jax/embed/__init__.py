@@ -7,14 +7,18 @@
 
 PATH is a Hugging Face folder or a bert_jax checkpoint folder; the text is
 tokenized with the model's own tokenizer (tokenizer.json / vocab.txt / spm.model
-in PATH). OUT.npy is float32 [lines, hidden], row i for line i; it appears only
-when complete (an existing file is replaced atomically, or left alone on error).
+in PATH). OUT.npy is float32 [lines, hidden] (or the last Dense module's width), row
+i for line i; it appears only when complete (an existing file is replaced
+atomically, or left alone on error).
 
 Defaults follow a sentence-transformers folder when PATH is one, flags override:
   pooling     1_Pooling/config.json (pooling_mode_{mean,cls,max}_tokens); else mean
   normalize   on if modules.json lists a Normalize module; else off
   max_length  sentence_bert_config.json max_seq_length; else min(512, position table)
-Other sentence-transformers modules (Dense, ...) are refused rather than skipped.
+Dense modules (k_Dense/: a linear map with an Identity, Tanh or ReLU activation, e.g.
+the projection the `align` fine-tuning task writes) run after pooling and before
+Normalize, as in sentence-transformers. Other modules, other activations and other
+orders are refused rather than skipped.
 
 --long_inputs: "truncate" (default) cuts each text at max_length tokens, as
 sentence-transformers does. "chunk" embeds overlapping windows of a longer text
@@ -53,6 +57,6 @@ OUT.npy, equal to a one-device run's (float32 noise: cosine >= 0.99999 per row).
 
 from bert_jax.embed.cli import main
 from bert_jax.embed.encoding import embed_texts, load
-from bert_jax.embed.settings import EmbedError, Settings, resolve_settings
+from bert_jax.embed.settings import EmbedError, Settings, folder_settings, resolve_settings
 
-__all__ = ["EmbedError", "Settings", "embed_texts", "load", "main", "resolve_settings"]
+__all__ = ["EmbedError", "Settings", "embed_texts", "folder_settings", "load", "main", "resolve_settings"]

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bert_jax.convert.sentence_transformers import POOLINGS, folder_defaults
+from bert_jax.convert.sentence_transformers import POOLINGS
 from bert_jax.embed import processes
 from bert_jax.embed.encoding import embed_with_settings, load
-from bert_jax.embed.settings import LONG_INPUTS, EmbedError, resolve_settings
+from bert_jax.embed.settings import LONG_INPUTS, EmbedError, folder_settings, resolve_settings
 from bert_jax.runtime import caches, fileio
 
 PROGRESS_MIN_TEXTS = 1000
@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m bert_jax.embed", description=embed.__doc__.split("\n")[0])
   parser.add_argument("--model", required=True, help="Hugging Face or bert_jax model folder")
   parser.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
-  parser.add_argument("--output", required=True, help=".npy file to write: float32 [lines, hidden]")
+  parser.add_argument("--output", required=True,
+                      help=".npy file to write: float32 [lines, hidden] (the last Dense module's width if any)")
   parser.add_argument("--pooling", choices=POOLINGS, default=None, help="default: the folder's, else mean")
   parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                       help="L2-normalize rows (default: on if modules.json has Normalize)")
@@ -94,9 +95,9 @@ def run(args: argparse.Namespace) -> None:
   if args.compilation_cache:
     caches.enable_compilation_cache()
   model, params, tokenizer = load(args.model, args.dtype)
-  settings = resolve_settings(folder_defaults(args.model, model.config.max_length), model.config.max_length,
-                              pooling=args.pooling, normalize=args.normalize, max_length=args.max_length,
-                              long_inputs=args.long_inputs)
+  settings = resolve_settings(folder_settings(args.model, model.config.max_length), model.config.max_length,
+                              model.config.hidden_size, pooling=args.pooling, normalize=args.normalize,
+                              max_length=args.max_length, long_inputs=args.long_inputs)
   show = len(texts) > PROGRESS_MIN_TEXTS or sys.stderr.isatty()
   vectors = embed_with_settings(model, params, tokenizer, texts, settings, args.batch_size, show)
   if processes.writes():

@@ -26,10 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import sharding
-from bert_jax.convert.sentence_transformers import folder_defaults
 from bert_jax.embed.planning import (COMPILE_COST_TOKENS_ACCELERATOR, COMPILE_COST_TOKENS_CPU,
                                      TOKENS_PER_BATCH_ACCELERATOR, TOKENS_PER_BATCH_CPU, Batch, plan_batches)
-from bert_jax.embed.settings import EmbedError, Settings, resolve_settings
+from bert_jax.embed.settings import EmbedError, Settings, folder_settings, resolve_settings
 from bert_jax.embed.windows import Windows, tokenize
 from bert_jax.models.heads import l2_normalize
 
@@ -252,9 +251,9 @@ def embed_texts(model, texts: Sequence[str], *, pooling: str | None = None, norm
                 max_length: int | None = None, long_inputs: str = "truncate",
                 batch_size: int | None = None, dtype: str | None = None,
                 progress: bool = False) -> np.ndarray:
-  """Embeds texts -> float32 [len(texts), hidden], row i for texts[i].
+  """Embeds texts -> float32 [len(texts), hidden] (or the last Dense module's width), row i for texts[i].
 
-  model: a model folder (its sentence-transformers settings become the
+  model: a model folder (its sentence-transformers settings and Dense modules become the
     defaults, see the bert_jax.embed docstring) or a (model, params, tokenizer)
     tuple (defaults: mean pooling, no normalization, max_length min(512, positions)).
   pooling / normalize / max_length: None = the default above.
@@ -266,25 +265,29 @@ def embed_texts(model, texts: Sequence[str], *, pooling: str | None = None, norm
   if isinstance(model, (str, os.PathLike)):
     path = os.fspath(model)
     model, params, tokenizer = load(path, dtype)
-    defaults = folder_defaults(path, model.config.max_length)
+    defaults = folder_settings(path, model.config.max_length)
   else:
     model, params, tokenizer = model
-    defaults = folder_defaults(None, model.config.max_length)
-  settings = resolve_settings(defaults, model.config.max_length, pooling=pooling, normalize=normalize,
-                              max_length=max_length, long_inputs=long_inputs)
+    defaults = folder_settings(None, model.config.max_length)
+  settings = resolve_settings(defaults, model.config.max_length, model.config.hidden_size, pooling=pooling,
+                              normalize=normalize, max_length=max_length, long_inputs=long_inputs)
   return embed_with_settings(model, params, tokenizer, list(texts), settings, batch_size, progress)
 
 
 def embed_with_settings(model, params, tokenizer, texts: list[str], settings: Settings, batch_size: int | None,
                         progress: bool) -> np.ndarray:
-  """`embed_texts` of a loaded model with settings already resolved: float32 [len(texts), hidden]."""
+  """`embed_texts` of a loaded model with settings already resolved: float32 [len(texts), hidden or Dense width].
+
+  Per text: pooling (windows merged), then the settings' Dense modules, then normalization, as
+  sentence-transformers runs Pooling -> Dense -> Normalize.
+  """
   for i, text in enumerate(texts):
     if not isinstance(text, str):
       raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
   if batch_size is not None and batch_size < 1:
     raise EmbedError(f"batch_size={batch_size}: must be >= 1")
   if not texts:
-    return np.zeros((0, model.config.hidden_size), np.float32)
+    return np.zeros((0, settings.dense[-1].out_features if settings.dense else model.config.hidden_size), np.float32)
   windows = tokenize(tokenizer, texts, settings.max_length, settings.long_inputs == "chunk")
   merged = len(windows.ids) > len(texts)
   pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else model.config.pad_token_id
@@ -300,11 +303,13 @@ def embed_with_settings(model, params, tokenizer, texts: list[str], settings: Se
   # One progress line per run: process 0's.
   share = local_windows(batches, mesh) if jax.process_count() > 1 else None
   meter = Progress(len(texts), windows.owner, progress and jax.process_index() == 0, share)
-  # Windows are normalized after merging, so the program normalizes only when nothing merges.
-  vectors = run_batches(model, params, windows, batches, pad_id, settings.pooling,
-                        settings.normalize and not merged, meter, mesh)
+  # Normalization comes after merging the windows and after the Dense modules: the program
+  # normalizes only when there is neither.
+  on_device = settings.normalize and not merged and not settings.dense
+  vectors = run_batches(model, params, windows, batches, pad_id, settings.pooling, on_device, meter, mesh)
   meter.close()
-  if not merged:
-    return vectors
-  vectors = merge_windows(vectors, windows, len(texts), settings.pooling)
-  return normalize_rows(vectors) if settings.normalize else vectors
+  if merged:
+    vectors = merge_windows(vectors, windows, len(texts), settings.pooling)
+  for dense in settings.dense:  # [texts, in] -> [texts, out]: a host matmul, small beside the encoder
+    vectors = dense(vectors)
+  return normalize_rows(vectors) if settings.normalize and not on_device else vectors

@@ -1,9 +1,10 @@
 """What one embedding run is asked for: `Settings`, resolved from a model folder's defaults and flags.
 
 `resolve_settings` merges the sentence-transformers folder defaults
-(`bert_jax.convert.sentence_transformers.folder_defaults`) with the flags
-that were given and checks the result against the model; `EmbedError` is the
-error of the whole application (bad input, bad settings).
+(`folder_settings`: `bert_jax.convert.sentence_transformers.folder_defaults` and
+the folder's Dense modules) with the flags that were given and checks the result
+against the model; `EmbedError` is the error of the whole application (bad
+input, bad settings).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bert_jax.convert.sentence_transformers import DEFAULT_MAX_LENGTH, POOLINGS
+from bert_jax.convert.sentence_transformers import (DEFAULT_MAX_LENGTH, POOLINGS, DenseModule, dense_modules,
+                                                    folder_defaults)
 
 LONG_INPUTS = ("truncate", "chunk")
 
@@ -26,12 +28,23 @@ class Settings:
   normalize: bool = False         # L2-normalize each output row
   max_length: int = DEFAULT_MAX_LENGTH  # tokens per sequence, special tokens included
   long_inputs: str = "truncate"   # truncate | chunk
+  dense: tuple[DenseModule, ...] = ()  # the folder's Dense modules, applied after pooling, before normalizing
 
 
-def resolve_settings(defaults: dict[str, Any], model_max_length: int, **flags: Any) -> Settings:
-  """Folder defaults overridden by the flags that are not None; checked against the model."""
+def folder_settings(path: str | None, model_max_length: int) -> dict[str, Any]:
+  """What a model folder asks for: its sentence-transformers defaults and its Dense modules."""
+  return {**folder_defaults(path, model_max_length, dense=True), "dense": dense_modules(path)}
+
+
+def resolve_settings(defaults: dict[str, Any], model_max_length: int, hidden_size: int | None = None,
+                     **flags: Any) -> Settings:
+  """Folder defaults overridden by the flags that are not None; checked against the model (its position
+  table, and its hidden size where the first Dense module reads it)."""
   values = {**defaults, **{k: v for k, v in flags.items() if v is not None}}
   settings = Settings(**values)
+  if settings.dense and hidden_size is not None and settings.dense[0].in_features != hidden_size:
+    raise EmbedError(f"{settings.dense[0].folder}: the Dense module reads in_features={settings.dense[0].in_features}, "
+                     f"but the model's hidden size is {hidden_size}")
   if settings.pooling not in POOLINGS:
     raise EmbedError(f"pooling={settings.pooling!r}: expected one of {POOLINGS}")
   if settings.long_inputs not in LONG_INPUTS:

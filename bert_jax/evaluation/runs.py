@@ -64,3 +64,16 @@ def degenerate_runs(runs: Sequence[Mapping[str, float]], key: str = "predicted_c
     if run[key] <= 1:
       degenerate.append(i)
   return degenerate
+
+
+def summary_table(summary: dict) -> str:
+  """Markdown: one row per metric and split with mean, median, std, min, max over seeds."""
+  lines = [f"Best by `{summary['metric']}` over seeds {summary['seeds']} (best steps {summary['best_steps']})", "",
+           "| split | metric | mean | median | std | min | max | n |", "|---|---|---|---|---|---|---|---|"]
+  for split in ("validation", "test"):
+    for key, stats in summary[split].items():
+      lines.append(f"| {split} | {key} | {stats['mean']:.4f} | {stats['median']:.4f} | {stats['std']:.4f} | "
+                   f"{stats['min']:.4f} | {stats['max']:.4f} | {stats['n']} |")
+  if summary["degenerate_seeds"]:
+    lines += ["", f"**Degenerate runs** (one predicted class): seeds {summary['degenerate_seeds']}"]
+  return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from typing import Any
 
 import ml_collections
 
+from bert_jax.tasks.finetune.align import AlignTask
 from bert_jax.tasks.finetune.classification import ClassifyTask, RegressTask
 from bert_jax.tasks.finetune.contrastive import ContrastiveTask
 from bert_jax.tasks.finetune.ranking import RerankTask
@@ -40,7 +41,7 @@ class TaskSpec:
   kind: PRETRAIN or FINETUNE (which trainer runs it).
   cls: the implementing class.
   data_objective: pretraining: the examples the data pipeline builds (mlm | mlm_nsp | mlm_sop);
-    fine-tuning: the input format read (table | conll | squad | pairs | groups).
+    fine-tuning: the input format read (table | conll | squad | pairs | groups | vectors).
   best_metric: the validation metric that selects the best checkpoint (config.best_metric overrides).
   overrides: dotted config keys -> values the task sets whatever the recipe.
   """
@@ -65,6 +66,7 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("qa", FINETUNE, QATask, "squad", "f1"),
     TaskSpec("contrastive", FINETUNE, ContrastiveTask, "pairs", "spearman"),
     TaskSpec("rerank", FINETUNE, RerankTask, "groups", "mrr"),
+    TaskSpec("align", FINETUNE, AlignTask, "vectors", "text_to_vector_recall@1"),
 )}
 
 

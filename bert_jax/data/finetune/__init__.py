@@ -13,6 +13,7 @@ record / JSON key path) and says what was expected and what was found.
   tfds     read_tfds: a TFDS GLUE config through `tfds.data_source` (no TensorFlow) -> Table
   conll    read_conll: CoNLL-2003 style token/tag columns -> list[TaggedSentence]
   squad    read_squad: SQuAD v1.1 / v2.0 JSON -> list[QAExample]
+  vectors  read_vectors: a fixed tower's .npy embeddings [N, D]; read_captions: texts naming their row
 
 Files are read through bert_jax.runtime.fileio.read_lines: as bytes, decoded
 as UTF-8 one line at a time, so a bad byte is reported with its line (and its
@@ -25,6 +26,7 @@ from bert_jax.data.finetune.labels import LabelMap, parse_score
 from bert_jax.data.finetune.squad import QAExample, read_squad
 from bert_jax.data.finetune.tables import Table, read_json_lines, read_table
 from bert_jax.data.finetune.tfds import read_tfds
+from bert_jax.data.finetune.vectors import Captions, read_captions, read_vectors
 
-__all__ = ["LabelMap", "QAExample", "Table", "TaggedSentence", "parse_score", "read_conll",
-           "read_json_lines", "read_squad", "read_table", "read_tfds"]
+__all__ = ["Captions", "LabelMap", "QAExample", "Table", "TaggedSentence", "parse_score", "read_captions",
+           "read_conll", "read_json_lines", "read_squad", "read_table", "read_tfds", "read_vectors"]

@@ -9,6 +9,7 @@ metrics.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from bert_jax.data.batching import Dataset
 from bert_jax.data.finetune import LabelMap
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.model import EncoderModel
+from bert_jax.runtime import fileio
 from bert_jax.tasks.base import Objective, Term
 
 
@@ -113,3 +115,33 @@ class FinetuneTask:
 
   def export_files(self, path: str) -> None:
     """Writes extra files into a saved checkpoint folder (sentence-transformers module files)."""
+
+
+# Parameters a task trains outside the encoder and its head (top-level `task_*`: align's projection) are not
+# the model's: the task's export_files receives them by name (to write them in a format of its own) and a
+# saved folder keeps them in TASK_PARAMS_FILE beside the model, for evaluating the folder again.
+TASK_PARAMS_PREFIX, TASK_PARAMS_FILE = "task_", "task_params.npz"
+
+
+def save_task_params(path: str, params: dict) -> None:
+  """{"task_x": {"kernel": array}} -> path/TASK_PARAMS_FILE, keyed "task_x/kernel"."""
+  flat = {"/".join(str(k.key) for k in keys): np.asarray(leaf) for keys, leaf in
+          jax.tree_util.tree_flatten_with_path(params)[0]}
+  with fileio.atomic_path(os.path.join(path, TASK_PARAMS_FILE)) as tmp, open(tmp, "wb") as f:
+    np.savez(f, **flat)
+
+
+def load_task_params(path: str) -> dict:
+  """The nested task parameters of a saved folder ({} when it has none)."""
+  file = os.path.join(path, TASK_PARAMS_FILE)
+  if not os.path.isfile(file):
+    return {}
+  out: dict = {}
+  with np.load(file, allow_pickle=False) as saved:
+    for key in saved.files:
+      *groups, leaf = key.split("/")
+      node = out
+      for group in groups:
+        node = node.setdefault(group, {})
+      node[leaf] = saved[key]
+  return out
