@@ -12,6 +12,8 @@ The folder (replaced only once complete):
     params.safetensors   its parameters, the function's first input, in manifest["param_names"] order
     tokenizer.json       the Rust tokenizer bert_jax tokenizes with (the `tokenizers` library's format)
     serve.py             the standalone loader (`bert_jax.export.serve`, copied as it is)
+    _vendor/flatbuffers  the pure-Python runtime jax.export's deserializer needs (jax does not
+                         install it), used by serve.py only where it is missing
 
 The tokenizer is the one `load_tokenizer` built for the folder, saved whole: from vocab.txt,
 vocab.json + merges.txt or a SentencePiece model it is assembled here, and a folder's own
@@ -266,6 +268,29 @@ def _write(folder: str, manifest: dict, functions: dict[str, bytes], params: dic
     f.write(save(params))
   tokenizer.backend.save(os.path.join(folder, FILES["tokenizer"]))
   shutil.copyfile(serve.__file__, os.path.join(folder, FILES["loader"]))
+  _vendor_flatbuffers(folder)
   with open(os.path.join(folder, serve.MANIFEST_FILE), "w", encoding="utf-8") as f:
     json.dump(manifest, f, indent=2, ensure_ascii=False)
     f.write("\n")
+
+
+def _vendor_flatbuffers(folder: str) -> None:
+  """A copy of the pure-Python `flatbuffers` runtime (Apache-2.0) in folder/_vendor.
+
+  jax.export's deserializer imports it and jax does not depend on it, so a serving
+  environment with only jax, numpy and tokenizers would fail to load the function; serve.py
+  puts _vendor on sys.path only when `import flatbuffers` fails.
+  """
+  import importlib.metadata
+  import flatbuffers
+  source = os.path.dirname(flatbuffers.__file__)
+  target = os.path.join(folder, serve.VENDOR_DIR, "flatbuffers")
+  shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+  try:
+    dist = importlib.metadata.distribution("flatbuffers")
+    notice = [f for f in (dist.files or ()) if "LICENSE" in f.name.upper()]
+    text = notice[0].read_text() if notice else f"flatbuffers {dist.version}: Apache License 2.0\n"
+  except importlib.metadata.PackageNotFoundError:
+    text = "flatbuffers: Apache License 2.0\n"
+  with open(os.path.join(target, "LICENSE"), "w", encoding="utf-8") as f:
+    f.write(text)

@@ -38,6 +38,7 @@ import numpy as np
 import tokenizers
 
 FORMAT = "bert_jax.export"
+VENDOR_DIR = "_vendor"  # the flatbuffers runtime that jax.export's deserializer imports
 FORMAT_VERSION = 1  # of manifest.json; a folder of another version needs the serve.py it shipped with
 MANIFEST_FILE = "manifest.json"
 
@@ -173,6 +174,7 @@ class Model:
     """(its length or None, jitted call) of the function that takes [B, length] inputs."""
     key = None if None in self._files else min(n for n in self._files if n >= length)
     if key not in self._calls:
+      _ensure_flatbuffers(self.folder)
       with open(self._files[key], "rb") as f:
         exported = jax.export.deserialize(bytearray(f.read()))
       self._calls[key] = jax.jit(exported.call)  # one compiled program per concrete [batch, length]
@@ -267,6 +269,14 @@ def _classes(logits: np.ndarray, model: Model) -> dict:
   probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
   return {"logits": logits, "probabilities": probabilities,
           "labels": [model.labels[int(c)] for c in np.argmax(logits, axis=-1)]}
+
+
+def _ensure_flatbuffers(folder: str) -> None:
+  """jax.export.deserialize imports `flatbuffers`, which jax does not install: use the folder's copy then."""
+  try:
+    import flatbuffers  # noqa: F401
+  except ImportError:
+    sys.path.append(os.path.join(folder, VENDOR_DIR))
 
 
 def load(folder: str, *, length_multiple: int = 16) -> Model:
