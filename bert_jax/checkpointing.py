@@ -70,21 +70,27 @@ class Checkpointer:
       self._writing = step
     return saved
 
-  def _save_failed(self, step: int, error: BaseException) -> SaveFailed:
+  def _save_failed(self, step: int | None, error: BaseException) -> SaveFailed:
     """The error to stop with: which step failed where, and the complete checkpoints, each read back."""
     self._failed = True
-    self.manager.reload()
+    try:  # the storage that failed the save may fail this listing too: the message must survive it
+      self.manager.reload()
+      listed = self.steps()
+    except Exception:  # noqa: BLE001
+      listed = []
     # An asynchronous save fails in the background and is reported by the next call: name that step.
-    unfinished = self._writing is not None and self._writing not in self.steps()
+    unfinished = self._writing is not None and self._writing not in listed
     failed = self._writing if unfinished else step
-    done = [s for s in self.steps() if s != failed]
+    done = [s for s in listed if s != failed]
     intact = [s for s in done if self._readable(s)]
     damaged = sorted(set(done) - set(intact))
     text = " ".join(str(error).split())
     text = text if len(text) <= 400 else f"{text[:160]} ... {text[-220:]}"  # the OS's reason comes last
     cause = f"{type(error).__name__}: {text}"
+    what = (f"saving checkpoint step {failed} to {self.directory / str(failed)}" if failed is not None
+            else f"a checkpoint save to {self.directory}")
     return SaveFailed(
-        f"saving checkpoint step {failed} to {self.directory / str(failed)} failed ({cause}). "
+        f"{what} failed ({cause}). "
         + (f"The earlier checkpoints (steps {intact}) are complete and read back. " if intact else
            "No earlier checkpoint exists. ")
         + (f"steps {damaged} do not read back. " if damaged else "")
@@ -158,7 +164,7 @@ class Checkpointer:
     try:
       self.manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
-      raise self._save_failed(self._writing if self._writing is not None else -1, e) from e
+      raise self._save_failed(self._writing, e) from e
     self._writing = None
 
   def close(self) -> None:

@@ -24,7 +24,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bert_jax import checkpointing, config_lib, loop, metrics as metrics_lib, sharding, steps
-from bert_jax.convert.pretrained import from_pretrained, save_pretrained
+from bert_jax.convert.pretrained import META_FILE, from_pretrained, save_pretrained
 from bert_jax.data.pretraining import pipeline
 from bert_jax.data.tokenizers import check_fits, load_tokenizer
 from bert_jax.models import count_backbone_params
@@ -80,7 +80,7 @@ def export_model(objective: Objective, params, workdir: str, tokenizer_dir: str,
 def exported_step(path: str) -> int | None:
   """The step a WORKDIR/model folder holds (None: no complete folder, or one that does not say)."""
   try:
-    with fileio.resolve(os.path.join(path, "bert_jax.json")).open() as f:
+    with fileio.resolve(os.path.join(path, META_FILE)).open() as f:
       return json.load(f).get("pretraining", {}).get("step")
   except (OSError, ValueError):
     return None

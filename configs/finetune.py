@@ -25,8 +25,8 @@ RECIPES = {
     "contrastive": {"data.max_length": 128, "optimizer.learning_rate": 2e-5, "num_epochs": 1.0, "batch_size": 64},
     "rerank": {"data.max_length": 256, "optimizer.learning_rate": 2e-5, "num_epochs": 1.0, "batch_size": 16},
     # LiT / CLIP: the temperature starts at 0.07 and is learned. The encoder moves far from where it was
-    # pretrained (3e-4, not contrastive's 2e-5), the fresh projection 10x faster still: on the README's
-    # captions 1e-4 alone reaches recall@1 0.31, 3e-4 0.69, 3e-4 with the 10x head 0.72.
+    # pretrained (3e-4, not contrastive's 2e-5), the fresh projection 10x faster still (README.md's
+    # caption run and benchmarks/README.md compare the rates).
     "align": {"data.max_length": 64, "data.text_column": "text", "optimizer.learning_rate": 3e-4,
               "num_epochs": 5.0, "batch_size": 64, "temperature": 0.07, "pooling": "mean"},
 }

@@ -358,6 +358,10 @@ def test_packing_emits_segment_ids(corpus, tmp_path, tokenizer):
     assert (ids[row][first] == tokenizer.cls_id).all()
   with pytest.raises(ValueError, match="packing"):
     pd.make_loader(cfg, "mlm_nsp", tokenizer, global_batch_size=8)
+  # A row must hold its special tokens and a document piece (examples.MIN_PIECE): refused before any shard.
+  short = config(pattern, tmp_path / "short", packing=True, max_length=9)
+  with pytest.raises(ValueError, match=r"data\.max_length=9 is too short: packed_documents examples need >= 10"):
+    pd.make_loader(short, "mlm", tokenizer, global_batch_size=8)
 
 
 # -- prepare ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bert_jax.models import build, flops, local_attention
+from bert_jax.models import chunked_attention
 from bert_jax.models.attention import attend
 from bert_jax.models.dropout import Dropout
 from bert_jax.models.model import EncoderModel, attention_mask_4d
@@ -65,6 +66,31 @@ def test_attend_takes_blocks_only_where_they_pay():
   assert local_attention.pays(70, 3)
   np.testing.assert_allclose(attend(q, k, v, mask, scale=8 ** -0.5, window=3), _reference(q, k, v, mask, 3),
                              atol=ATOL)
+
+
+@pytest.mark.parametrize("blocks", [(12, 16), (10, 20)])  # blocks that divide the length, and padded ones
+@pytest.mark.parametrize("kind", ["none", "padding", "packed"])
+def test_blockwise_global_attention_equals_one_product_values_and_gradients(kind, blocks):
+  """Every position, padding included, and the gradients of q, k and v."""
+  q, k, v = _qkv(np.random.default_rng(3), 2, 48)
+  mask = _masks(2, 48)[kind]
+  cotangent = jnp.asarray(np.random.default_rng(4).normal(size=q.shape), jnp.float32)
+  loss = lambda f: lambda q, k, v: jnp.sum(f(q, k, v) * cotangent)
+  one = lambda q, k, v: attend(q, k, v, mask, scale=8 ** -0.5)
+  flash = lambda q, k, v: chunked_attention.flash_attention(q, k, v, mask, scale=8 ** -0.5, q_block=blocks[0],
+                                                            k_block=blocks[1])
+  np.testing.assert_allclose(flash(q, k, v), one(q, k, v), atol=ATOL)
+  for ours, ref in zip(jax.jit(jax.grad(loss(flash), argnums=(0, 1, 2)))(q, k, v),
+                       jax.grad(loss(one), argnums=(0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(ours, ref, atol=ATOL)
+
+
+def test_attend_takes_blocks_only_for_long_global_rows():
+  q, k, v = _qkv(np.random.default_rng(5), 1, 4096, heads=1, dim=4)
+  jaxpr = str(jax.make_jaxpr(lambda q, k, v: attend(q, k, v, None, scale=0.5))(q, k, v))
+  assert "custom_vjp" in jaxpr and "4096,4096" not in jaxpr.replace(" ", "")  # blocks, never the whole product
+  short = str(jax.make_jaxpr(lambda q, k, v: attend(q, k, v, None, scale=0.5))(*(x[:, :512] for x in (q, k, v))))
+  assert "scan" not in short
 
 
 def test_dropout_acts_on_the_band_probabilities():

@@ -18,7 +18,8 @@ max_length raise.
 
 Tagging: a text is split on whitespace into words (or given as a list of words) and the words
 joined with single spaces; a word's tag is read at its first sub-token, as bert_jax's `tag`
-task labels them. Words cut off by truncation get the tag None.
+task labels them. Words cut off by truncation get the tag None (bert_jax's own `tag`
+evaluation reads a sentence longer than max_length in overlapping windows; this loader does not).
 
 The command reads one text per line (classify: a tab separates a pair), prints one JSON
 object per line, and takes --batch_size, --no_truncate.
@@ -95,21 +96,19 @@ def word_starts(words: list[str]) -> tuple[str, list[int]]:
   return " ".join(words), starts
 
 
-def first_subtokens(text: str, offsets, special, starts: list[int]) -> np.ndarray:
+def first_subtokens(offsets, special, starts: list[int]) -> np.ndarray:
   """[tokens] int: the index of the word a token starts, or -1 (special token, later sub-token of a word).
 
-  A token belongs to the word that holds its first character other than whitespace:
-  SentencePiece's "▁lives" spans the space before "lives", which would make it part of the
-  word before.
+  bert_jax.tasks.finetune.tagging's rule, word for word: a token belongs to the last word that
+  starts before it ends (SentencePiece and byte-level BPE tokens, "▁lives", "Ġlives", may
+  begin at the space before their word).
   """
   out = np.full(len(offsets), -1, np.int32)
   seen, word = set(), 0
   for t, ((begin, end), is_special) in enumerate(zip(offsets, special)):
-    while begin < end and text[begin].isspace():
-      begin += 1
     if is_special or end <= begin:
       continue
-    while word + 1 < len(starts) and starts[word + 1] <= begin:
+    while word + 1 < len(starts) and starts[word + 1] < end:
       word += 1
     if word not in seen:
       seen.add(word)
@@ -246,8 +245,8 @@ class Model:
     encodings, ids, mask, types = self.encode(texts, truncate)
     logits = self.run(ids, mask, types)
     tags = []
-    for row, (encoding, text, row_words, row_starts) in enumerate(zip(encodings, texts, words, starts)):
-      first = first_subtokens(text, encoding.offsets, encoding.special_tokens_mask, row_starts)
+    for row, (encoding, row_words, row_starts) in enumerate(zip(encodings, words, starts)):
+      first = first_subtokens(encoding.offsets, encoding.special_tokens_mask, row_starts)
       row_tags = [None] * len(row_words)
       for t in np.flatnonzero(first >= 0):
         row_tags[first[t]] = self.labels[int(np.argmax(logits[row, t]))]

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax.models import local_attention, rotary, splash
+from bert_jax.models import chunked_attention, local_attention, rotary, splash
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import Dense, constrain
@@ -41,6 +41,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, 
   window > 0: only keys with |i - j| <= window within the mask (local layers): in blocks
   (models/local_attention.py) where that saves work, else as a mask on the full product.
   segments [b, l] int: the mask as segment labels (models/splash.py), read by impl="splash" only.
+  Rows of at least 4,096 x 4,096 scores without bias or dropout (long-context global layers) run
+  in blocks of queries and keys (models/chunked_attention.py, FlashAttention's algorithm): the
+  same numbers, memory linear in the length.
   """
   if impl == "splash" and not return_probs:
     if bias is not None:
@@ -54,8 +57,12 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, 
       return local_attention.band_attention(q, k, v, mask, half=window, scale=scale, dropout=dropout,
                                             deterministic=deterministic)
     mask = local_attention.window_mask(mask, q.shape[1], window)
-  if impl == "cudnn" and (dropout is None or deterministic or dropout.rate == 0.0) and not return_probs:
+  no_dropout = dropout is None or deterministic or dropout.rate == 0.0
+  if impl == "cudnn" and no_dropout and not return_probs:
     return fused_attention(q, k, v, mask, bias, scale)
+  if (not window and no_dropout and not return_probs and bias is None
+      and q.shape[1] * k.shape[1] >= chunked_attention.CHUNKED_FROM):
+    return chunked_attention.flash_attention(q, k, v, mask, scale=scale)
   # Heads moved ahead of the length first: XLA:CPU then runs the per-head products as plain
   # batched matmuls (the forward 2.3x faster in isolation at [56, 72, 12, 32]; the attention
   # core of the movie-set embedding 3.45 -> 3.11 s, the transposes included).

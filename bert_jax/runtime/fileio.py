@@ -94,6 +94,14 @@ def replace_folder(new: str, folder: str) -> None:
   shutil.rmtree(old, ignore_errors=True)
 
 
+def _mtime(path: str) -> float:
+  """A path's modification time; 0 for one another process removed meanwhile."""
+  try:
+    return os.path.getmtime(path)
+  except FileNotFoundError:
+    return 0.0
+
+
 def recover_folder(folder: str) -> None:
   """Undoes what a kill during `replace_folder` leaves: the complete old copy set aside with no folder
   in its place is moved back (the newest, if several); set-aside copies beside a complete folder go.
@@ -102,9 +110,12 @@ def recover_folder(folder: str) -> None:
   if not os.path.isdir(parent):
     return
   aside = sorted((os.path.join(parent, entry) for entry in os.listdir(parent) if entry.startswith(f".{name}.old-")),
-                 key=os.path.getmtime)
+                 key=_mtime)
   if aside and not os.path.lexists(folder):
-    os.rename(aside.pop(), folder)
+    try:
+      os.rename(aside.pop(), folder)
+    except FileNotFoundError:  # another process sharing the folder moved it back first
+      pass
   for old in aside:
     shutil.rmtree(old, ignore_errors=True)
 

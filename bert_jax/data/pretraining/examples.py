@@ -223,8 +223,12 @@ def sentence_examples(
     yield Example(*template.frame(body))
 
 
+# The shortest piece of a document that opens a packed row (document_rows).
+MIN_PIECE = 8
+
+
 def document_rows(documents: Sequence[Document], template: Template, max_length: int, *,
-                  min_piece: int = 8) -> Iterator[Example]:
+                  min_piece: int = MIN_PIECE) -> Iterator[Example]:
   """Rows filled to the brim with documents back to back (padding-free packing; segment_ids 1, 2, ...).
 
   Each document's tokens (its sentences in order) are one segment of a row, framed by the
@@ -235,7 +239,8 @@ def document_rows(documents: Sequence[Document], template: Template, max_length:
   """
   specials = template.num_specials(pair=False)
   if max_length - specials < max(min_piece, 1):
-    raise ValueError(f"max_length={max_length} leaves no room for text")
+    raise ValueError(f"data.max_length={max_length} is too short: packed rows need >= {specials + min_piece} "
+                     f"tokens ({specials} special and a {min_piece}-token piece of text)")
   row: Example | None = None
   for document in documents:
     tokens = [t for sentence in document for t in sentence]

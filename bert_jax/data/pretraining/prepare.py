@@ -235,6 +235,8 @@ def prepare(
   source = corpus_lib.open_corpus(spec, split=split, text_key=data_config.text_key, what=what)
   template = examples_lib.Template.from_tokenizer(tokenizer)
   needed = template.num_specials(pair=settings.has_pair_labels) + (2 if settings.has_pair_labels else 1)
+  if settings.kind == "packed_documents":
+    needed = template.num_specials(pair=False) + examples_lib.MIN_PIECE
   if settings.max_length < needed:
     raise ValueError(f"data.max_length={settings.max_length} is too short: {settings.kind} examples need "
                      f">= {needed} tokens")

@@ -113,8 +113,9 @@ class FinetuneTask:
     """A training batch's host arrays as the step receives them (task distillation adds teacher logits)."""
     return arrays
 
-  def export_files(self, path: str) -> None:
-    """Writes extra files into a saved checkpoint folder (sentence-transformers module files)."""
+  def export_files(self, path: str, **task_params) -> None:
+    """Writes extra files into a saved checkpoint folder (sentence-transformers module files);
+    task_params: the `task_*` parameters of the saved step, by name."""
 
 
 # Parameters a task trains outside the encoder and its head (top-level `task_*`: align's projection) are not

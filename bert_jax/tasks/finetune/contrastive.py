@@ -153,7 +153,7 @@ class ContrastiveTask(FinetuneTask):
   def metadata(self, labels):
     return {"task": self.name, "pooling": self._pooling(), "normalize": True}
 
-  def export_files(self, path: str) -> None:
+  def export_files(self, path: str, **task_params) -> None:
     """sentence-transformers module files: Transformer -> Pooling -> Normalize."""
     sentence_transformers.write_modules(path, self._pooling(), normalize=True,
                                         max_length=self.config.data.max_length)

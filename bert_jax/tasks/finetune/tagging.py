@@ -1,7 +1,7 @@
 """Token classification (`tag`): CoNLL-style files, labels on the first sub-token of each word, entity-level F1.
 
 Words are joined with single spaces and each sentence is tokenized once, whole;
-each token belongs to the word whose character span holds its first character.
+each token belongs to the last word that starts before the token ends.
 Only a word's first sub-token carries its label (weight 1) and is read back at
 evaluation; the other sub-tokens and the special tokens have weight 0.
 
@@ -10,8 +10,8 @@ tokens (the template's special tokens around each) that overlap by
 data.doc_stride tokens, as span QA cuts long contexts. Every window is a
 training example; a word's tag is read from the one window in which it has the
 most context (BERT's SQuAD rule, `max_context_windows`), so every word with a
-token gets a prediction. A sentence that fits is one window: exactly the row it
-was before windows. Entity F1 follows seqeval's default (conlleval) chunking.
+token gets a prediction. A sentence that fits is a single window holding all its
+tokens. Entity F1 follows seqeval's default (conlleval) chunking.
 """
 
 from __future__ import annotations
