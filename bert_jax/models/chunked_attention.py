@@ -34,10 +34,10 @@ import jax.numpy as jnp
 # Scores per row (lq * lk) from which global attention runs in blocks (4,096 x 4,096: a
 # long-context ModernBERT global layer; never a BERT row of 512).
 CHUNKED_FROM = 4096 * 4096
-# Block sizes. Forward at [1, 4 heads, 8192, 64] float32 on a 2-core EPYC (1 MiB L2 a core,
-# 32 MiB L3), queries x keys: 256 x 512 0.60 s, 1024 x 256 0.58 s, 512 x 1024 0.64 s,
-# 128 x 1024 0.84 s, 256 x 256 0.99 s; query chunks against all 8,192 keys at once 1.1 s;
-# the one [8192, 8192] product 1.6 s.
+# Block sizes. At [1, 4 heads, 8192, 64] float32 on a 2-core EPYC (1 MiB L2 a core, 32 MiB L3),
+# queries x keys, forward: 256 x 512 0.60 s, 1024 x 256 0.58 s, 512 x 1024 0.64 s, 128 x 1024
+# 0.84 s, 256 x 256 0.99 s; query chunks against all 8,192 keys at once 1.1 s. Forward +
+# backward: 512 x 1024 2.5-2.7 s, 256 x 512 2.8-3.1 s; the one [8192, 8192] product 6.6 s.
 Q_BLOCK, K_BLOCK = 512, 1024
 
 
