@@ -30,6 +30,22 @@ class SaveFailed(RuntimeError):
   """A checkpoint or model folder could not be written (disk full, permission, object store); the run stops."""
 
 
+def error_cause(error: BaseException) -> str:
+  """"Type: message" on one line, shortened around the middle (the OS's reason comes last)."""
+  text = " ".join(str(error).split())
+  text = text if len(text) <= 400 else f"{text[:160]} ... {text[-220:]}"
+  return f"{type(error).__name__}: {text}"
+
+
+def folder_write_failed(what: str, path: str, error: BaseException, state: str, relaunch: str) -> SaveFailed:
+  """The error for a model folder that could not be written: what, where, why, what is intact, what next.
+
+  state: what is intact ("The checkpoints are complete"); relaunch: what the same command then does.
+  """
+  return SaveFailed(f"writing {what} to {path} failed ({error_cause(error)}). {state}; free space or fix the "
+                    f"path's permissions and relaunch the same command: {relaunch}.")
+
+
 def _path(path) -> str:
   """A key path as "a/b/0/c", whatever the container types (dataclass fields, dicts, tuples)."""
   parts = []
@@ -84,9 +100,7 @@ class Checkpointer:
     done = [s for s in listed if s != failed]
     intact = [s for s in done if self._readable(s)]
     damaged = sorted(set(done) - set(intact))
-    text = " ".join(str(error).split())
-    text = text if len(text) <= 400 else f"{text[:160]} ... {text[-220:]}"  # the OS's reason comes last
-    cause = f"{type(error).__name__}: {text}"
+    cause = error_cause(error)
     what = (f"saving checkpoint step {failed} to {self.directory / str(failed)}" if failed is not None
             else f"a checkpoint save to {self.directory}")
     return SaveFailed(

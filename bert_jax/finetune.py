@@ -260,10 +260,9 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
           base.save_task_params(path, own)
         task.export_files(path, **own)
       except Exception as e:  # noqa: BLE001 - whatever the storage raised, reported with the step and path
-        raise checkpointing.SaveFailed(
-            f"writing the best model of seed {config.seed + seed} (step {step}) to {path} failed "
-            f"({type(e).__name__}: {e}). The checkpoints are complete; free space or fix the path's permissions "
-            "and relaunch the same command: it resumes from the latest checkpoint.") from e
+        raise checkpointing.folder_write_failed(
+            f"the best model of seed {config.seed + seed} (step {step})", path, e, "The checkpoints are complete",
+            "it resumes from the latest checkpoint") from e
     if jax.process_count() > 1:  # the others read the folder back for the test split
       multihost_utils.sync_global_devices(f"bert_jax best seed {seed} step {step}")
 

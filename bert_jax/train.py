@@ -69,10 +69,9 @@ def export_model(objective: Objective, params, workdir: str, tokenizer_dir: str,
       save_pretrained(path, model, jax.device_get(kept), tokenizer_from=tokenizer_dir,
                       extra={"pretraining": {"step": step}})
     except Exception as e:  # noqa: BLE001 - whatever the storage raised, reported with the step and path
-      raise checkpointing.SaveFailed(
-          f"writing the trained model of step {step} to {path} failed ({type(e).__name__}: {e}). The checkpoints "
-          f"are complete and {path} is as it was; free space or fix the path's permissions and relaunch the "
-          "same command: it writes the model from the final checkpoint.") from e
+      raise checkpointing.folder_write_failed(
+          f"the trained model of step {step}", path, e, f"The checkpoints are complete and {path} is as it was",
+          "it writes the model from the final checkpoint") from e
     written.append(path)
   return written
 

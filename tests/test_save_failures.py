@@ -20,6 +20,7 @@ from bert_jax import checkpointing, train
 from bert_jax.runtime import fileio
 
 from tests.conftest import REPO, tree_digest
+from tests.test_finetune import movie, tiny_config  # noqa: F401 - movie fixture
 from tests.test_train import corpus, losses, quick_config  # noqa: F401 - corpus fixture
 
 
@@ -141,3 +142,17 @@ def test_a_kill_during_data_preparation_leaves_a_cache_the_next_run_completes(tm
     return out
 
   assert contents(killed) == contents(tmp_path / "clean")
+
+
+def test_a_best_model_that_fails_to_save_names_seed_step_and_folder(movie, tmp_path, monkeypatch):  # noqa: F811
+  from bert_jax import finetune
+
+  def full_disk(path, *args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", path)
+
+  monkeypatch.setattr(finetune, "save_pretrained", full_disk)
+  config = tiny_config(**{"data.train": movie["train"], "data.validation": movie["dev"], "total_steps": 2,
+                          "eval_every": 2})
+  with pytest.raises(checkpointing.SaveFailed, match=r"writing the best model of seed 0 \(step 2\) to .*best failed "
+                     r"\(OSError: .*No space left on device.*\)\. The checkpoints are complete; .*resumes"):
+    finetune.finetune_and_evaluate(config, str(tmp_path / "run"))
