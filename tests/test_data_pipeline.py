@@ -362,6 +362,7 @@ def test_packing_emits_segment_ids(corpus, tmp_path, tokenizer):
   short = config(pattern, tmp_path / "short", packing=True, max_length=9)
   with pytest.raises(ValueError, match=r"data\.max_length=9 is too short: packed_documents examples need >= 10"):
     pd.make_loader(short, "mlm", tokenizer, global_batch_size=8)
+  assert not [p for p in (tmp_path / "short").rglob("*") if p.is_file()]
 
 
 # -- prepare ------------------------------------------------------------------------

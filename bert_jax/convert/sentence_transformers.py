@@ -34,6 +34,11 @@ from bert_jax.models.heads import POOLING
 
 POOLINGS = tuple(POOLING)  # cls, mean, max
 DEFAULT_MAX_LENGTH = 512   # tokens per text when the folder does not say
+
+
+def default_max_length(model_max_length: int) -> int:
+  """Tokens per text when nothing says: DEFAULT_MAX_LENGTH, capped by the position table (-1 = none)."""
+  return DEFAULT_MAX_LENGTH if model_max_length < 0 else min(DEFAULT_MAX_LENGTH, model_max_length)
 KNOWN_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
 # Dense activations by torch class name, and the import path config.json writes for each.
 ACTIVATIONS = {"Identity": lambda x: x, "Tanh": np.tanh, "ReLU": lambda x: np.maximum(x, 0)}
@@ -98,8 +103,7 @@ def folder_defaults(path: str | None, model_max_length: int, *, dense: bool = Fa
     normalisation; else a folder with Dense modules is refused.
   """
   defaults: dict[str, Any] = {"pooling": "mean", "normalize": False,
-                              "max_length": DEFAULT_MAX_LENGTH if model_max_length < 0
-                              else min(DEFAULT_MAX_LENGTH, model_max_length)}
+                              "max_length": default_max_length(model_max_length)}
   if path is None:
     return defaults
   modules_file = os.path.join(path, "modules.json")

@@ -94,7 +94,7 @@ class Reranker:
                dtype: str | None = None, activation: str = "auto"):
     from bert_jax.data.tokenizers import check_fits, load_tokenizer
     from bert_jax.convert.pretrained import META_FILE, from_pretrained
-    from bert_jax.convert.sentence_transformers import DEFAULT_MAX_LENGTH
+    from bert_jax.convert.sentence_transformers import default_max_length
     try:
       model, params = from_pretrained(path, head="classification", **({"dtype": dtype} if dtype else {}))
     except KeyError as e:  # a folder of an encoder or another head: no scores to give
@@ -115,8 +115,7 @@ class Reranker:
       with open(os.path.join(path, META_FILE)) as f:
         saved = json.load(f).get("finetune", {})
     limit = model.config.max_length  # -1: no position table (relative positions)
-    default = DEFAULT_MAX_LENGTH if limit < 0 else min(DEFAULT_MAX_LENGTH, limit)
-    self.max_length = max_length or saved.get("max_length") or default
+    self.max_length = max_length or saved.get("max_length") or default_max_length(limit)
     if 0 <= limit < self.max_length:  # positions past the table would be read clamped: wrong scores
       source = "--max_length" if max_length else f"max_length in {os.path.join(path, META_FILE)}"
       raise ValueError(f"{source}={self.max_length} is longer than the model allows ({model.config.max_length} "

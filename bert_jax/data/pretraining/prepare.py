@@ -234,9 +234,10 @@ def prepare(
 
   source = corpus_lib.open_corpus(spec, split=split, text_key=data_config.text_key, what=what)
   template = examples_lib.Template.from_tokenizer(tokenizer)
-  needed = template.num_specials(pair=settings.has_pair_labels) + (2 if settings.has_pair_labels else 1)
-  if settings.kind == "packed_documents":
+  if settings.kind == "packed_documents":  # a row opens with a piece of at least MIN_PIECE tokens
     needed = template.num_specials(pair=False) + examples_lib.MIN_PIECE
+  else:  # a token of text per segment
+    needed = template.num_specials(pair=settings.has_pair_labels) + (2 if settings.has_pair_labels else 1)
   if settings.max_length < needed:
     raise ValueError(f"data.max_length={settings.max_length} is too short: {settings.kind} examples need "
                      f">= {needed} tokens")
