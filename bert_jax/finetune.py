@@ -58,7 +58,9 @@ def backbone(config: ml_collections.ConfigDict, head: str | None = None
   fine-tuning then continues a fine-tuned model), else config.model from scratch.
   """
   if config.init_from:
-    kwargs = dict(dtype=config.model.dtype, scan_layers=bool(config.model.scan_layers))
+    # The run's compute settings (not the architecture) apply to a loaded checkpoint too.
+    kwargs = dict(dtype=config.model.dtype, scan_layers=bool(config.model.scan_layers),
+                  remat_policy=config.model.remat_policy, attention_impl=config.model.attention_impl)
     with_head = head is not None and not config.get("fresh_head", False)
     try:
       model, params = from_pretrained(config.init_from, head=head if with_head else None, **kwargs)
@@ -203,7 +205,9 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
     if pretrained is not None:
       merged, _ = loop.merge_pretrained(state.params, pretrained, seeds, config.init_from)
       state = state.replace(params=jax.device_put(merged, setup.stacked_param_shardings))
+      del merged
     writer.write(0, loop.param_counts(cfg, setup.abstract_params))
+  del pretrained  # its host copy (and the loaded arrays it views) would otherwise live for the whole run
 
   # Compiled steps: vmapped over the seed axis when there are several seeds.
   batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")) if seeds > 1 else P(("data", "fsdp")))

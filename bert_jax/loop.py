@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -202,6 +203,45 @@ class Preemption:
     return flag
 
 
+# On the CPU backend (see StepSettler): the pause before dispatching the next step, and the step
+# time from which it is taken (shorter steps have too little working memory to be worth it).
+SETTLE_S = 0.005
+SETTLE_FROM_S = 0.02
+
+
+class StepSettler:
+  """On XLA:CPU, lets each step release its working memory before the next one claims its own.
+
+  XLA:CPU gives an execution one buffer for all its intermediate values (fine-tuning MiniLM:
+  225-817 MiB, by rows; bert-small pretraining at 16 x 512: ~2 GiB) and frees it a millisecond
+  or so *after* it marks the outputs ready. A step dispatched ahead starts the moment its inputs
+  are ready, so it claims its buffer while the last one still holds its own: two at once, and
+  with the one never-shrinking heap of runtime/host_allocator.py every such pair raises the
+  resident size for the rest of the run. Fine-tuning all-MiniLM-L6-v2 on the movie set peaked
+  at 3.8-4.7 GiB that way, 2.6 GiB with the steps settled, at the same steps/s: a CPU step
+  gains nothing from being queued early (its host work, ~2 ms, is not worth 2x the memory).
+
+  So on the CPU backend the loop waits for each step, pauses SETTLE_S (under 1% of a step of
+  0.5 s; not after steps shorter than SETTLE_FROM_S) for the release, then dispatches the
+  next; on accelerators (device allocators, and a host that
+  must keep them fed) it does nothing.
+  """
+
+  def __init__(self, enabled: bool | None = None):
+    self.enabled = jax.default_backend() == "cpu" if enabled is None else enabled
+    self._ready_at: float | None = None
+
+  def wait(self, state) -> None:
+    """Before dispatching a step on `state`: the step that made it done, and its memory released."""
+    if not self.enabled:
+      return
+    jax.block_until_ready(state)
+    now = time.perf_counter()
+    if self._ready_at is None or now - self._ready_at >= SETTLE_FROM_S:
+      time.sleep(SETTLE_S)
+    self._ready_at = time.perf_counter()
+
+
 class Loop:
   """Steps from start_step + 1 to total_steps with the run's log / checkpoint / evaluation cadence.
 
@@ -252,7 +292,9 @@ class Loop:
     """Trains to total_steps; returns (state, preempted). A SIGTERM saves the current step first."""
     config = self.config
     self.progress.start(start_step)
+    settler = StepSettler()
     for step in range(start_step + 1, self.total_steps + 1):
+      settler.wait(state)
       state, step_metrics = step_fn(state, step)
       self._pending.append((step, step_metrics))
       final = step == self.total_steps

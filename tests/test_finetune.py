@@ -124,6 +124,22 @@ def test_resume_continues_exactly_and_best_checkpoint_reproduces_its_metric(movi
   assert meta["finetune"]["label_names"] == ["neg", "pos"]
 
 
+def test_init_from_takes_the_runs_compute_settings(movie, tmp_path):
+  """remat_policy / scan_layers / dtype / attention_impl are the run's; the architecture is the checkpoint's."""
+  from bert_jax import export_hf, models
+  from bert_jax.models.model import EncoderModel
+  cfg = models.build("bert", "tiny", num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64,
+                     vocab_size=8192)
+  model = EncoderModel(cfg)
+  params = model.init(jax.random.key(3), jnp.zeros((1, 8), jnp.int32))["params"]
+  export_hf(str(tmp_path / "hf"), model, params, tokenizer_from=bundled_tokenizer("wordpiece"))
+  config = tiny_config(**{"data.train": movie["train"], "model.remat_policy": "full", "model.scan_layers": True,
+                          "model.hidden_size": 64})
+  config.init_from = str(tmp_path / "hf")
+  base_cfg, _, _, _ = finetune.backbone(config, "classification")
+  assert (base_cfg.remat_policy, base_cfg.scan_layers, base_cfg.hidden_size) == ("full", True, 32)
+
+
 def test_init_from_a_hugging_face_folder_loads_the_backbone(movie, tmp_path):
   from bert_jax import export_hf, models
   from bert_jax.models.model import EncoderModel

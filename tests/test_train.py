@@ -186,3 +186,21 @@ def test_rtd_pretraining_runs_end_to_end(corpus, tmp_path):
   import bert_jax
   model, params = bert_jax.from_pretrained(str(tmp_path / "model"), head=None)
   assert model.config.hidden_size == 32 and "rtd_head" not in params
+
+
+def test_step_settler_waits_for_the_step_on_cpu_and_not_when_disabled():
+  import jax
+  import jax.numpy as jnp
+  slow = jax.jit(lambda x: jnp.linalg.matrix_power(x, 64))  # ~tens of ms: still running when dispatched
+  x = jnp.eye(512) * 0.999
+  off = loop.StepSettler(enabled=False)
+  state = slow(x)
+  off.wait(state)
+  assert loop.StepSettler().enabled  # the test backend is the CPU: the loop settles its steps
+  on = loop.StepSettler(enabled=True)
+  state = slow(x)
+  start = time.perf_counter()
+  on.wait(state)
+  assert state.is_ready()
+  assert time.perf_counter() - start >= loop.SETTLE_S  # the first step is always given its pause
+
