@@ -203,9 +203,10 @@ class Preemption:
     return flag
 
 
-# On the CPU backend (see StepSettler): the pause before dispatching the next step, and the step
-# time from which it is taken (shorter steps have too little working memory to be worth it).
-SETTLE_S = 0.005
+# On the CPU backend (see StepSettler): the pause before dispatching the next step (without it one
+# step in ~80 still overlapped the last; 5 ms cost ~5% of steps/s), and the step time from which it
+# is taken (shorter steps have too little working memory to be worth it).
+SETTLE_S = 0.001
 SETTLE_FROM_S = 0.02
 
 
@@ -218,13 +219,13 @@ class StepSettler:
   are ready, so it claims its buffer while the last one still holds its own: two at once, and
   with the one never-shrinking heap of runtime/host_allocator.py every such pair raises the
   resident size for the rest of the run. Fine-tuning all-MiniLM-L6-v2 on the movie set peaked
-  at 3.8-4.7 GiB that way, 2.6 GiB with the steps settled, at the same steps/s: a CPU step
-  gains nothing from being queued early (its host work, ~2 ms, is not worth 2x the memory).
+  at 3.8-4.7 GiB that way, 2.6 GiB with the steps settled, at the same steps/s within the
+  noise: a CPU step gains little from being queued early (its host work is ~2 ms).
 
-  So on the CPU backend the loop waits for each step, pauses SETTLE_S (under 1% of a step of
-  0.5 s; not after steps shorter than SETTLE_FROM_S) for the release, then dispatches the
-  next; on accelerators (device allocators, and a host that
-  must keep them fed) it does nothing.
+  So on the CPU backend the loop waits for each step, pauses SETTLE_S for the release (which
+  follows the outputs by about a millisecond; no pause after steps shorter than SETTLE_FROM_S),
+  then dispatches the next. On accelerators (device allocators, and a host that must keep them
+  fed) it does nothing.
   """
 
   def __init__(self, enabled: bool | None = None):
