@@ -188,14 +188,12 @@ def test_rtd_pretraining_runs_end_to_end(corpus, tmp_path):
   assert model.config.hidden_size == 32 and "rtd_head" not in params
 
 
-def test_step_settler_waits_for_the_step_on_cpu_and_not_when_disabled():
+def test_step_settler_leaves_the_last_step_done_before_the_next_on_cpu():
   import jax
   import jax.numpy as jnp
   slow = jax.jit(lambda x: jnp.linalg.matrix_power(x, 64))  # ~tens of ms: still running when dispatched
   x = jnp.eye(512) * 0.999
-  off = loop.StepSettler(enabled=False)
-  state = slow(x)
-  off.wait(state)
+  assert not loop.StepSettler(enabled=False).enabled
   assert loop.StepSettler().enabled  # the test backend is the CPU: the loop settles its steps
   on = loop.StepSettler(enabled=True)
   state = slow(x)
