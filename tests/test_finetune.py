@@ -124,8 +124,8 @@ def test_resume_continues_exactly_and_best_checkpoint_reproduces_its_metric(movi
   assert meta["finetune"]["label_names"] == ["neg", "pos"]
 
 
-def test_init_from_takes_the_runs_compute_settings(movie, tmp_path):
-  """remat_policy / scan_layers / dtype / attention_impl are the run's; the architecture is the checkpoint's."""
+def tiny_hf_folder(tmp_path):
+  """A random 1-layer, 32-wide BERT written as a Hugging Face folder; returns its params."""
   from bert_jax import export_hf, models
   from bert_jax.models.model import EncoderModel
   cfg = models.build("bert", "tiny", num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64,
@@ -133,6 +133,12 @@ def test_init_from_takes_the_runs_compute_settings(movie, tmp_path):
   model = EncoderModel(cfg)
   params = model.init(jax.random.key(3), jnp.zeros((1, 8), jnp.int32))["params"]
   export_hf(str(tmp_path / "hf"), model, params, tokenizer_from=bundled_tokenizer("wordpiece"))
+  return params
+
+
+def test_init_from_takes_the_runs_compute_settings(movie, tmp_path):
+  """remat_policy / scan_layers / dtype / attention_impl are the run's; the architecture is the checkpoint's."""
+  tiny_hf_folder(tmp_path)
   config = tiny_config(**{"data.train": movie["train"], "model.remat_policy": "full", "model.scan_layers": True,
                           "model.hidden_size": 64})
   config.init_from = str(tmp_path / "hf")
@@ -141,13 +147,7 @@ def test_init_from_takes_the_runs_compute_settings(movie, tmp_path):
 
 
 def test_init_from_a_hugging_face_folder_loads_the_backbone(movie, tmp_path):
-  from bert_jax import export_hf, models
-  from bert_jax.models.model import EncoderModel
-  cfg = models.build("bert", "tiny", num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64,
-                     vocab_size=8192)
-  model = EncoderModel(cfg)
-  params = model.init(jax.random.key(3), jnp.zeros((1, 8), jnp.int32))["params"]
-  export_hf(str(tmp_path / "hf"), model, params, tokenizer_from=bundled_tokenizer("wordpiece"))
+  params = tiny_hf_folder(tmp_path)
   config = tiny_config(**{"data.train": movie["train"], "data.validation": "", "total_steps": 0})
   config.init_from = str(tmp_path / "hf")
   base_cfg, pretrained, tokenizer_dir, with_head = finetune.backbone(config, "classification")
