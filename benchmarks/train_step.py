@@ -46,9 +46,13 @@ def synthetic_batch(batch: int, length: int, vocab: int, predictions: int, seed:
 def time_step(objective, tx, schedule, state, batch, warmup: int, steps_timed: int):
   """Compiles the real train step for `batch` and times it -> (compiled, compile seconds, step times, metrics).
 
-  Donated state, warm-up steps first, each timed step blocked on its metrics.
+  Donated state, warm-up steps first, each timed step blocked on its metrics and started as the
+  training loop starts it (`loop.StepSettler`: on CPU, after the last step's buffer is released,
+  so two steps' temporaries never overlap and the resident size does not depend on that race).
   """
   from bert_jax import steps
+  from bert_jax.loop import StepSettler
+  settler = StepSettler()
   step = jax.jit(functools.partial(steps.train_step, objective=objective, tx=tx, schedule=schedule),
                  donate_argnums=(0,))
   start = time.perf_counter()
@@ -59,6 +63,7 @@ def time_step(objective, tx, schedule, state, batch, warmup: int, steps_timed: i
   jax.block_until_ready(state)
   times = []
   for _ in range(steps_timed):
+    settler.wait(state)
     start = time.perf_counter()
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)

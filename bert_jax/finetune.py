@@ -38,6 +38,7 @@ from bert_jax import assets, checkpointing, config_lib, evaluation, loop, metric
 from bert_jax.convert import layout, sentence_transformers
 from bert_jax.convert.pretrained import from_pretrained, save_pretrained
 from bert_jax.data import batching, packing
+from bert_jax.data.token_budget import TokenBudget
 from bert_jax.data.finetune import LabelMap
 from bert_jax.data.tokenizers import check_fits, load_tokenizer
 from bert_jax.models import count_backbone_params
@@ -129,6 +130,32 @@ def train_packer(config, task, cfg: ModelConfig, mesh) -> packing.StepPacker | N
                             shards=data_shards(mesh), keep=task.example_tokens(cfg))
 
 
+def train_budgets(config, task, cfg: ModelConfig, mesh, train_set: batching.Dataset, seeds: int
+                  ) -> list[TokenBudget] | None:
+  """Each seed's token-budget plan when config.data.tokens_per_batch (else None: batch_size examples a step).
+
+  The budget is tokens_per_batch // row_length packed rows (rounded up to divide by the
+  micro-batches and the data shards), at most batch_size examples a step.
+  """
+  tokens = int(config.data.get("tokens_per_batch", 0) or 0)
+  if tokens <= 0:
+    return None
+  if not config.data.get("packing", False):
+    raise ValueError(f"config.data.tokens_per_batch={tokens} needs config.data.packing=True (a budget is packed rows)")
+  length, parts, shards = row_length(config), int(config.optimizer.grad_accum_steps), data_shards(mesh)
+  if length < config.data.max_length:
+    raise ValueError(f"config.data.pack_length={config.data.pack_length} is shorter than data.max_length="
+                     f"{config.data.max_length}: an example must fit one row")
+  rows = max(tokens // length, parts)
+  while rows % parts or rows % shards:
+    rows += 1
+  lengths = {p: packing.sequence_lengths(train_set.arrays, p) for p in task.packed_inputs
+             if f"{p}input_ids" in train_set.arrays}
+  return [TokenBudget(lengths, config.seed + k, length, rows, int(config.batch_size), parts=parts,
+                      group_by_length=bool(config.data.group_by_length), keep=task.example_tokens(cfg))
+          for k in range(seeds)]
+
+
 def eval_packer(config, task, cfg: ModelConfig, mesh, dataset: batching.Dataset) -> packing.EvalPacker | None:
   """Evaluation batches of one fixed token budget for `dataset` (config.data.packing), else None.
 
@@ -188,8 +215,13 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   rules = sharding.rules_from_config(config.sharding_rules)
   mesh = sharding.make_mesh(config.mesh.to_dict())
   validate(config, mesh, cfg, len(train_set))
-  per_epoch = len(train_set) // config.batch_size
-  total_steps = int(config.total_steps) if config.total_steps > 0 else int(round(config.num_epochs * per_epoch))
+  budgets = train_budgets(config, task, cfg, mesh, train_set, seeds)
+  if budgets:  # every seed's plan has about as many steps; seed 0's sets the schedule
+    per_epoch = budgets[0].steps_for_epochs(1)
+    total_steps = int(config.total_steps) if config.total_steps > 0 else budgets[0].steps_for_epochs(config.num_epochs)
+  else:
+    per_epoch = len(train_set) // config.batch_size
+    total_steps = int(config.total_steps) if config.total_steps > 0 else int(round(config.num_epochs * per_epoch))
   eval_every = per_epoch if config.eval_every < 0 else int(config.eval_every)
   checkpoint_every = per_epoch if config.checkpoint_every < 0 else int(config.checkpoint_every)
 
@@ -227,7 +259,16 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
 
   step_packer = train_packer(config, task, cfg, mesh)
 
+  def budget_arrays(step: int) -> dict[str, np.ndarray]:
+    def take(indices):
+      return task.train_arrays(batching.take(train_set, indices, config.data.max_length))
+    per_seed = [b.arrays(step, take) for b in budgets]
+    return {k: np.stack([a[k] for a in per_seed]) for k in per_seed[0]} if seeds > 1 else per_seed[0]
+
   def step_fn(state: steps.TrainState, step: int):
+    if budgets:
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return train_step(state, device_batch(budget_arrays(step), batch_sharding))
     indices = np.stack([batch_indices(step, config.seed + k) for k in range(seeds)])
     # Packed, the example layout is only what the head reads: its width stays fixed (one shape less).
     length = config.data.max_length if step_packer else batching.bucket_length(
@@ -280,17 +321,23 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
           best.record(s, step, values)
       best.write()
 
-  if step_packer:  # real tokens: packed rows carry next to no padding
+  examples_per_step = float(config.batch_size)
+  if budgets:
+    examples_per_step = budgets[0].mean_examples(per_epoch)
+    mean_length = float(np.mean(train_set.lengths))
+  elif step_packer:  # real tokens: packed rows carry next to no padding
     mean_length = float(np.mean(train_set.lengths))
   else:
     mean_length = float(np.mean([batching.bucket_length(int(train_set.lengths[batch_indices(s, config.seed)].max()),
                                                         config.data.max_length) for s in range(1, per_epoch + 1)]))
-  progress = metrics_lib.Progress(total_steps, int(config.batch_size * mean_length * seeds), None, None)
+  progress = metrics_lib.Progress(total_steps, int(examples_per_step * mean_length * seeds), None, None)
   runner = loop.Loop(config, writer=writer, progress=progress, checkpointer=checkpointer, total_steps=total_steps,
                      eval_every=eval_every, checkpoint_every=checkpoint_every, seeds=seeds,
-                     examples_per_step=config.batch_size * seeds)
+                     examples_per_step=examples_per_step * seeds)
+  batch = (f"{budgets[0].rows * budgets[0].parts} rows of {budgets[0].row_length} tokens "
+           f"(~{examples_per_step:.1f} of at most {config.batch_size} examples)" if budgets else f"{config.batch_size}")
   progress.print(f"fine-tuning {cfg.family} ({count_backbone_params(cfg):,} backbone params) on {config.task}: "
-                 f"{len(train_set)} examples, {per_epoch} steps/epoch, {total_steps} steps, batch {config.batch_size}, "
+                 f"{len(train_set)} examples, {per_epoch} steps/epoch, {total_steps} steps, batch {batch}, "
                  f"{seeds} seed{'s' if seeds > 1 else ''}{' in parallel' if seeds > 1 else ''}, from step {start_step}")
   try:
     state, preempted = runner.run(state, start_step, step_fn, evaluate)

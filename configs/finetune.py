@@ -62,6 +62,8 @@ def finetune_config(task: str):
   c.data.group_by_length = True   # batches of similar lengths (less padding); still random and resumable
   c.data.packing = True           # padding-free: several examples per row (bert_jax/data/packing.py)
   c.data.pack_length = 0          # tokens per packed row; 0 = data.max_length
+  c.data.tokens_per_batch = 0     # > 0: each step a fixed budget of packed rows (this many tokens) holding as
+                                  # many examples as fit, at most batch_size (bert_jax/data/token_budget.py)
   c.data.doc_stride = 128         # qa, tag: overlap between windows of a long context / sentence
   c.data.max_query_length = 64    # qa: question tokens kept
   c.data.max_answer_length = 30   # qa: longest predicted answer in tokens

@@ -117,16 +117,19 @@ def pack_batch(arrays: dict[str, np.ndarray], row_length: int, *, prefix: str = 
   return out
 
 
-def pad_examples(arrays: dict[str, np.ndarray], examples: int, prefixes: tuple[str, ...]) -> dict[str, np.ndarray]:
+def pad_examples(arrays: dict[str, np.ndarray], examples: int, prefixes: tuple[str, ...], copy_tokens: bool = False
+                 ) -> dict[str, np.ndarray]:
   """Packed `arrays` with their example axis (unpack and every example array) grown to `examples`:
-  the added examples have no tokens (unpack -1) and copy example 0's other arrays."""
+  the added examples copy example 0's arrays and have no tokens (unpack -1), or, with copy_tokens,
+  example 0's tokens too (a duplicate read from the same rows: finite outputs a weighted loss can
+  multiply by 0, where an example of no tokens would max-pool to -inf)."""
   row_keys = {f"{p}{f}" for p in prefixes for f in TOKEN_FIELDS + ("segment_ids",)}
   out = {}
   for key, value in arrays.items():
     missing = examples - value.shape[0]
     if key in row_keys or missing <= 0:
       out[key] = value
-    elif key.endswith("unpack"):
+    elif key.endswith("unpack") and not copy_tokens:
       out[key] = np.concatenate([value, np.full((missing,) + value.shape[1:], -1, value.dtype)])
     else:
       out[key] = np.concatenate([value, np.repeat(value[:1], missing, axis=0)])

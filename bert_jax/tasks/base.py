@@ -13,7 +13,8 @@ calls these hooks, declared here with defaults that do nothing:
   model_flops(batch, length, slots)   FLOPs of one step for MFU, or None (XLA's count of the step)
   export(params)                      {folder: (model, params)} to save in WORKDIR ("model", ...), or {}
 
-`forward` and `example_weights` are the two helpers every objective's `sums` uses.
+`forward` and `example_weights` (with `weighted_sum`, `example_count`, `mask_padding_pairs`) are the
+helpers every objective's `sums` uses.
 """
 
 from __future__ import annotations
@@ -65,11 +66,38 @@ def example_mask(batch: Mapping[str, jax.Array], prefix: str = "") -> jax.Array:
   return mask.reshape(-1, mask.shape[-1])
 
 
-def example_weights(batch: Mapping[str, jax.Array]) -> jax.Array:
-  """[B] float32: 0 for rows that only pad the last validation batch."""
+def example_weights(batch: Mapping[str, jax.Array], prefix: str = "") -> jax.Array:
+  """[B] float32: 0 for examples that only pad a batch (the last validation batch, a token-budget
+  training step: bert_jax.data.token_budget), else 1."""
   if "example_weights" in batch:
     return batch["example_weights"].astype(jnp.float32)
-  return jnp.ones((num_examples(batch),), jnp.float32)
+  return jnp.ones((num_examples(batch, prefix),), jnp.float32)
+
+
+def weighted_sum(values: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
+  """Sum of per-example `values` [B] over the batch's real examples (all of them without example_weights)."""
+  if "example_weights" not in batch:
+    return jnp.sum(values)
+  return jnp.sum(values * batch["example_weights"].astype(values.dtype))
+
+
+def example_count(batch: Mapping[str, jax.Array], prefix: str = "") -> jax.Array:
+  """[] float32: the batch's real examples."""
+  return jnp.sum(example_weights(batch, prefix))
+
+
+def mask_padding_pairs(scores: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
+  """In-batch scores [B, k * B] (example i against candidate j, which belongs to example j mod B) with
+  every pair involving a padding example set to -inf, except i's own (j == i), so that no real example
+  meets a padding one as a negative and a padding row keeps a finite loss (weighted 0). Unchanged
+  without example_weights."""
+  if "example_weights" not in batch:
+    return scores
+  real = batch["example_weights"] > 0
+  rows, columns = scores.shape
+  i, j = jnp.arange(rows)[:, None], jnp.arange(columns)[None, :]
+  padding = ~(real[:, None] & real[j % rows]) & (i != j)
+  return jnp.where(padding, -jnp.inf, scores)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -49,7 +49,8 @@ from bert_jax.evaluation.retrieval import text_vector_retrieval
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.heads import POOLING, l2_normalize
 from bert_jax.models.layers import Dense, default_kernel_init, param_with_axes
-from bert_jax.tasks.base import cross_entropy, example_mask, forward, num_examples
+from bert_jax.tasks.base import (cross_entropy, example_count, example_mask, forward, mask_padding_pairs,
+                              weighted_sum)
 from bert_jax.tasks.finetune.base import TaskObjective
 from bert_jax.tasks.finetune.contrastive import ContrastiveTask, encode_side
 
@@ -80,18 +81,21 @@ class Projection(nn.Module):
     return projected, scale
 
 
-def symmetric_info_nce(text: jax.Array, vectors: jax.Array, rows: jax.Array, scale: jax.Array
+def symmetric_info_nce(text: jax.Array, vectors: jax.Array, rows: jax.Array, scale: jax.Array, batch=None
                        ) -> tuple[jax.Array, jax.Array]:
   """CLIP's loss with duplicates masked: per example (text -> vector + vector -> text) / 2 [B], and whether
   each text ranks its own vector first among the batch's [B].
 
   text, vectors: [B, D] L2-normalised; rows: [B] int, the vector row each example names (equal rows:
-  the same vector, masked out of each other's negatives); scale: [] the cosine multiplier.
+  the same vector, masked out of each other's negatives); scale: [] the cosine multiplier; batch:
+  its example_weights, when present, keep padding examples out of every real one's negatives.
   """
   logits = scale * (text.astype(jnp.float32) @ vectors.astype(jnp.float32).T)   # [B texts, B vectors]
   size = logits.shape[0]
   same_row = (rows[:, None] == rows[None, :]) & ~jnp.eye(size, dtype=bool)
   logits = jnp.where(same_row, -jnp.inf, logits)                                 # symmetric: serves both ways
+  if batch is not None:
+    logits = mask_padding_pairs(logits, batch)                                   # symmetric too
   labels = jnp.arange(size)
   loss = (cross_entropy(logits, labels) + cross_entropy(logits.T, labels)) / 2
   return loss, jnp.argmax(logits, -1) == labels
@@ -114,7 +118,7 @@ class AlignObjective(TaskObjective):
     return {**encoder, **head}
 
   def totals(self, batch):
-    return {"task_count": jnp.asarray(num_examples(batch, f"{SIDE}_"), jnp.float32)}
+    return {"task_count": example_count(batch, f"{SIDE}_")}
 
   def embed(self, params, batch, rng=None) -> tuple[jax.Array, jax.Array]:
     """-> (L2-normalised texts in the target space [B, D] float32, the cosine multiplier [])."""
@@ -132,9 +136,9 @@ class AlignObjective(TaskObjective):
 
   def sums(self, params, batch, rng):
     text, scale = self.embed(params, batch, rng)
-    loss, correct = symmetric_info_nce(text, l2_normalize(batch["target"]), batch["row"], scale)
-    return {"task_loss": jnp.sum(loss), "task_correct": jnp.sum(correct.astype(jnp.float32)),
-            "task_count": jnp.asarray(loss.shape[0], jnp.float32)}
+    loss, correct = symmetric_info_nce(text, l2_normalize(batch["target"]), batch["row"], scale, batch)
+    return {"task_loss": weighted_sum(loss, batch), "task_correct": weighted_sum(correct.astype(jnp.float32), batch),
+            "task_count": example_count(batch, f"{SIDE}_")}
 
 
 class AlignTask(ContrastiveTask):

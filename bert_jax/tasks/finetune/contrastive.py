@@ -32,7 +32,7 @@ from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.heads import POOLING, l2_normalize
 from bert_jax.models.model import EncoderModel
-from bert_jax.tasks.base import cross_entropy, example_mask, forward, num_examples
+from bert_jax.tasks.base import cross_entropy, example_count, example_mask, forward, mask_padding_pairs, weighted_sum
 from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 SIDES = ("a", "p", "n")  # anchor, positive, hard negative
@@ -73,7 +73,7 @@ class ContrastiveObjective(TaskObjective):
     self.pooling, self.temperature, self.symmetric = pooling, temperature, symmetric
 
   def totals(self, batch):
-    return {"task_count": jnp.asarray(num_examples(batch, "a_"), jnp.float32)}
+    return {"task_count": example_count(batch, "a_")}
 
   def embeddings(self, params, batch, side: str, rng=None) -> jax.Array:
     key = None if rng is None else jax.random.fold_in(rng, SIDES.index(side))
@@ -89,13 +89,13 @@ class ContrastiveObjective(TaskObjective):
     if "n_input_ids" in batch:
       candidates = jnp.concatenate([positives, self.embeddings(params, batch, "n", rng)])
     labels = jnp.arange(anchors.shape[0])
-    scores = anchors @ candidates.T / self.temperature                  # [B, B or 2B]
+    scores = mask_padding_pairs(anchors @ candidates.T / self.temperature, batch)   # [B, B or 2B]
     loss = cross_entropy(scores, labels)
     if self.symmetric:
-      loss = (loss + cross_entropy(positives @ anchors.T / self.temperature, labels)) / 2
+      loss = (loss + cross_entropy(mask_padding_pairs(positives @ anchors.T / self.temperature, batch), labels)) / 2
     correct = (jnp.argmax(scores, -1) == labels).astype(jnp.float32)
-    return {"task_loss": jnp.sum(loss), "task_correct": jnp.sum(correct),
-            "task_count": jnp.asarray(loss.shape[0], jnp.float32)}
+    return {"task_loss": weighted_sum(loss, batch), "task_correct": weighted_sum(correct, batch),
+            "task_count": example_count(batch, "a_")}
 
 
 class ContrastiveTask(FinetuneTask):

@@ -28,7 +28,7 @@ from bert_jax import evaluation
 from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
 from bert_jax.models.config import ModelConfig
-from bert_jax.tasks.base import cross_entropy, forward, num_examples
+from bert_jax.tasks.base import cross_entropy, example_count, forward, weighted_sum
 from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 
@@ -79,7 +79,7 @@ class RankingObjective(TaskObjective):
     self.listwise = listwise
 
   def totals(self, batch):
-    return {"task_count": jnp.asarray(num_examples(batch), jnp.float32)}
+    return {"task_count": example_count(batch)}
 
   def scores(self, params, batch, rng=None):
     """[B, ...] rows of token arrays [..., L] (or their packed rows) -> scores [B, ...]."""
@@ -98,8 +98,8 @@ class RankingObjective(TaskObjective):
       labels = batch["labels"].astype(jnp.float32)
       loss = optax.sigmoid_binary_cross_entropy(scores, labels)
       correct = ((scores > 0) == (labels > 0.5)).astype(jnp.float32)
-    return {"task_loss": jnp.sum(loss), "task_correct": jnp.sum(correct),
-            "task_count": jnp.asarray(loss.shape[0], jnp.float32)}
+    return {"task_loss": weighted_sum(loss, batch), "task_correct": weighted_sum(correct, batch),
+            "task_count": example_count(batch)}
 
 
 class RerankTask(FinetuneTask):

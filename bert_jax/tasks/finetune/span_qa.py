@@ -19,7 +19,7 @@ import tokenizers
 from bert_jax import evaluation
 from bert_jax.data.batching import Dataset
 from bert_jax.data import finetune as finetune_data
-from bert_jax.tasks.base import cross_entropy, example_mask, forward, num_examples
+from bert_jax.tasks.base import cross_entropy, example_count, example_mask, forward, weighted_sum
 from bert_jax.tasks.finetune.base import FinetuneTask, TaskObjective
 
 N_BEST = 20
@@ -66,7 +66,7 @@ class SpanObjective(TaskObjective):
     return ["task_loss", "task_count"]
 
   def totals(self, batch):
-    return {"task_count": jnp.asarray(num_examples(batch), jnp.float32)}
+    return {"task_count": example_count(batch)}
 
   def spans(self, params, batch, rng=None):
     out = forward(self.model(rng), params, batch, rng)
@@ -82,7 +82,7 @@ class SpanObjective(TaskObjective):
   def sums(self, params, batch, rng):
     start, end = self.spans(params, batch, rng)
     loss = (cross_entropy(start, batch["start_positions"]) + cross_entropy(end, batch["end_positions"])) / 2
-    return {"task_loss": jnp.sum(loss), "task_count": jnp.asarray(loss.shape[0], jnp.float32)}
+    return {"task_loss": weighted_sum(loss, batch), "task_count": example_count(batch)}
 
 
 class QATask(FinetuneTask):

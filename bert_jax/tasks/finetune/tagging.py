@@ -126,8 +126,16 @@ class TaggingObjective(TaskObjective):
 
   head = "token_classification"
 
+  @staticmethod
+  def label_weights(batch) -> jax.Array:
+    """[B, L] float32: the labelled tokens of the batch's real examples."""
+    weights = batch["label_weights"].astype(jnp.float32)
+    if "example_weights" in batch:  # a token-budget step's padding examples label nothing
+      weights = weights * batch["example_weights"].astype(jnp.float32)[:, None]
+    return weights
+
   def totals(self, batch):
-    return {"task_count": jnp.sum(batch["label_weights"].astype(jnp.float32))}
+    return {"task_count": jnp.sum(self.label_weights(batch))}
 
   def logits(self, params, batch, rng=None):
     return forward(self.model(rng), params, batch, rng).logits
@@ -137,7 +145,7 @@ class TaggingObjective(TaskObjective):
 
   def sums(self, params, batch, rng):
     logits = self.logits(params, batch, rng)
-    labels, weights = batch["labels"], batch["label_weights"].astype(jnp.float32)
+    labels, weights = batch["labels"], self.label_weights(batch)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return {"task_loss": jnp.sum(cross_entropy(logits, labels) * weights),
             "task_correct": jnp.sum(correct * weights), "task_count": jnp.sum(weights)}
