@@ -37,8 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bert_jax import assets, checkpointing, config_lib, evaluation, loop, metrics as metrics_lib, sharding, steps
 from bert_jax.convert import layout, sentence_transformers
 from bert_jax.convert.pretrained import from_pretrained, save_pretrained
-from bert_jax.data import batching, packing
-from bert_jax.data.token_budget import TokenBudget
+from bert_jax.data import batching
 from bert_jax.data.finetune import LabelMap
 from bert_jax.data.tokenizers import check_fits, load_tokenizer
 from bert_jax.models import count_backbone_params
@@ -47,6 +46,7 @@ from bert_jax.models.model import EncoderModel
 from bert_jax.runtime import fileio
 from bert_jax.tasks import registry
 from bert_jax.tasks.finetune import base
+from bert_jax.tasks.finetune.batches import eval_packer, train_budgets, train_packer
 
 
 # Backbone ---------------------------------------------------------------------------------------
@@ -103,77 +103,6 @@ def validate(config: ml_collections.ConfigDict, mesh, cfg: ModelConfig, train_si
                      f"(config.batch_size={config.batch_size})")
   if config.seeds < 1:
     raise ValueError(f"config.seeds={config.seeds}: expected >= 1")
-
-
-# Packing ----------------------------------------------------------------------------------------
-
-def data_shards(mesh) -> int:
-  """Devices a batch's first axis is split over (mesh.data * mesh.fsdp; 1 without a mesh)."""
-  if mesh is None:
-    return 1
-  shape = dict(zip(mesh.axis_names, mesh.devices.shape))
-  return shape["data"] * shape["fsdp"]
-
-
-def row_length(config: ml_collections.ConfigDict) -> int:
-  return int(config.data.get("pack_length", 0) or config.data.max_length)
-
-
-def train_packer(config, task, cfg: ModelConfig, mesh) -> packing.StepPacker | None:
-  """Packs each step's examples when config.data.packing (else None: padded rows)."""
-  if not config.data.get("packing", False):
-    return None
-  if row_length(config) < config.data.max_length:
-    raise ValueError(f"config.data.pack_length={config.data.pack_length} is shorter than data.max_length="
-                     f"{config.data.max_length}: an example must fit one row")
-  return packing.StepPacker(row_length(config), task.packed_inputs, parts=int(config.optimizer.grad_accum_steps),
-                            shards=data_shards(mesh), keep=task.example_tokens(cfg))
-
-
-def train_budgets(config, task, cfg: ModelConfig, mesh, train_set: batching.Dataset, seeds: int
-                  ) -> list[TokenBudget] | None:
-  """Each seed's token-budget plan when config.data.tokens_per_batch (else None: batch_size examples a step).
-
-  The budget is tokens_per_batch // row_length packed rows (rounded up to divide by the
-  micro-batches and the data shards), at most batch_size examples a step.
-  """
-  tokens = int(config.data.get("tokens_per_batch", 0) or 0)
-  if tokens <= 0:
-    return None
-  if not config.data.get("packing", False):
-    raise ValueError(f"config.data.tokens_per_batch={tokens} needs config.data.packing=True (a budget is packed rows)")
-  length, parts, shards = row_length(config), int(config.optimizer.grad_accum_steps), data_shards(mesh)
-  if length < config.data.max_length:
-    raise ValueError(f"config.data.pack_length={config.data.pack_length} is shorter than data.max_length="
-                     f"{config.data.max_length}: an example must fit one row")
-  rows = max(tokens // length, parts)
-  while rows % parts or rows % shards:
-    rows += 1
-  lengths = {p: packing.sequence_lengths(train_set.arrays, p) for p in task.packed_inputs
-             if f"{p}input_ids" in train_set.arrays}
-  return [TokenBudget(lengths, config.seed + k, length, rows, int(config.batch_size), parts=parts,
-                      group_by_length=bool(config.data.group_by_length), keep=task.example_tokens(cfg))
-          for k in range(seeds)]
-
-
-def eval_packer(config, task, cfg: ModelConfig, mesh, dataset: batching.Dataset) -> packing.EvalPacker | None:
-  """Evaluation batches of one fixed token budget for `dataset` (config.data.packing), else None.
-
-  The budget holds config.eval_batch_size examples of the split's mean length with a tenth to
-  spare, and at least its longest example; rows divide by the data shards.
-  """
-  if not config.data.get("packing", False):
-    return None
-  length, shards, examples = row_length(config), data_shards(mesh), int(config.eval_batch_size)
-  rows = 1
-  for prefix in task.packed_inputs:
-    if f"{prefix}input_ids" not in dataset.arrays:
-      continue
-    per_example = packing.sequence_lengths(dataset.arrays, prefix).reshape(len(dataset), -1)
-    longest = max(packing.first_fit(per_example[i], length)[2] for i in np.argsort(-per_example.sum(1))[:8])
-    rows = max(rows, longest, int(np.ceil(1.1 * examples * per_example.sum(1).mean() / length)))
-  rows = -(-rows // shards) * shards
-  return packing.EvalPacker(length, rows, examples, task.packed_inputs, keep=task.example_tokens(cfg))
 
 
 # The run ----------------------------------------------------------------------------------------
@@ -334,8 +263,11 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   runner = loop.Loop(config, writer=writer, progress=progress, checkpointer=checkpointer, total_steps=total_steps,
                      eval_every=eval_every, checkpoint_every=checkpoint_every, seeds=seeds,
                      examples_per_step=examples_per_step * seeds)
-  batch = (f"{budgets[0].rows * budgets[0].parts} rows of {budgets[0].row_length} tokens "
-           f"(~{examples_per_step:.1f} of at most {config.batch_size} examples)" if budgets else f"{config.batch_size}")
+  batch = f"{config.batch_size}"
+  if budgets:
+    plan = budgets[0]
+    batch = (f"{plan.rows * plan.parts} rows of {plan.row_length} tokens "
+             f"(~{examples_per_step:.1f} of at most {plan.examples * plan.parts} examples)")
   progress.print(f"fine-tuning {cfg.family} ({count_backbone_params(cfg):,} backbone params) on {config.task}: "
                  f"{len(train_set)} examples, {per_epoch} steps/epoch, {total_steps} steps, batch {batch}, "
                  f"{seeds} seed{'s' if seeds > 1 else ''}{' in parallel' if seeds > 1 else ''}, from step {start_step}")

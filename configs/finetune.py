@@ -16,8 +16,10 @@ from bert_jax.tasks import registry
 
 # Task -> the recipe settings that differ from the common fine-tuning defaults below.
 RECIPES = {
-    "classify": {},
-    "regress": {},
+    # Token-budget steps (bert_jax/data/token_budget.py): batch_size examples a step on average, in
+    # one compiled shape.
+    "classify": {"data.tokens_per_batch": -1},
+    "regress": {"data.tokens_per_batch": -1},
     # Longer sentences go in windows overlapping by doc_stride tokens, a quarter of max_length (scale it
     # with max_length): a word read from its max-context window has >= 16 tokens on either side.
     "tag": {"data.max_length": 128, "data.doc_stride": 32},
@@ -63,7 +65,9 @@ def finetune_config(task: str):
   c.data.packing = True           # padding-free: several examples per row (bert_jax/data/packing.py)
   c.data.pack_length = 0          # tokens per packed row; 0 = data.max_length
   c.data.tokens_per_batch = 0     # > 0: each step a fixed budget of packed rows (this many tokens) holding as
-                                  # many examples as fit, at most batch_size (bert_jax/data/token_budget.py)
+                                  # many examples as fit, at most batch_size; -1: the budget whose steps hold
+                                  # batch_size examples on average, at most 1.5x (bert_jax/data/token_budget.py);
+                                  # 0: batch_size examples a step
   c.data.doc_stride = 128         # qa, tag: overlap between windows of a long context / sentence
   c.data.max_query_length = 64    # qa: question tokens kept
   c.data.max_answer_length = 30   # qa: longest predicted answer in tokens

@@ -40,7 +40,8 @@ PRETRAIN = {"total_steps": STEPS, "batch_size": 8, "data.max_length": 64, "data.
             "log_every": 1, "eval_every": 4, "eval_steps": 2, "checkpoint_every": 4,
             "optimizer.warmup_steps": 2, "data.validation_documents": 3}
 # A from-scratch backbone small enough for seconds per run (the bundled WordPiece vocabulary).
-# Padded rows (data.packing=False) pin the reference path; "classify-packed" pins the default packed one.
+# Padded rows (data.packing=False) pin the reference path; "classify-packed" pins packed rows of batch_size
+# examples a step, "classify-token-budget" the default (packed, a token budget a step).
 FINETUNE = {"total_steps": STEPS, "batch_size": 8, "eval_batch_size": 16, "log_every": 1, "eval_every": 4,
             "data.packing": False,
             "checkpoint_every": 4, "data.max_length": 64, "model.num_layers": 2, "model.hidden_size": 64,
@@ -207,7 +208,8 @@ CASES = {
         "distill.alpha_attention": 1.0}), ("bert-tiny",)),
     "quickstart": (_quickstart, ()),
     "classify": (_finetune("classify", sentiment), ()),
-    "classify-packed": (_finetune("classify", sentiment, **{"data.packing": True}), ()),
+    "classify-packed": (_finetune("classify", sentiment, **{"data.packing": True, "data.tokens_per_batch": 0}), ()),
+    "classify-token-budget": (_finetune("classify", sentiment, **{"data.packing": True}), ()),  # the default
     "classify-seeds": (_finetune("classify", sentiment, seeds=2, **{"optimizer.layerwise_lr_decay": 0.8}), ()),
     "classify-init": (_finetune("classify", sentiment, init_from=lambda w: str(w["bert-tiny"] / "model")),
                       ("bert-tiny",)),

@@ -62,6 +62,7 @@ def tiny_config(task: str = "classify", **overrides):
   c.batch_size, c.eval_batch_size, c.data.max_length = 16, 16, 64
   c.optimizer.learning_rate = 1e-3
   c.log_every = 1
+  c.data.tokens_per_batch = 0  # batch_size examples a step: what these tests count (test_token_budget.py: the rest)
   for key, value in overrides.items():
     section, _, name = key.rpartition(".")
     (c[section] if section else c)[name] = value

@@ -23,6 +23,7 @@ from tests.test_packing import DATA, _numbers
 # case -> (task, data, overrides)
 CASES = {
     "classify-seeds-vmapped": ("classify", "sentiment", {"seeds": 2}),  # with a test split
+    "classify-token-budget": ("classify", "sentiment", {"data.tokens_per_batch": -1}),  # the recipe's default
     "regress": ("regress", "regress", {}),
     "tag": ("tag", "tag", {}),
     "qa": ("qa", "qa", {"data.max_length": 64, "data.doc_stride": 16, "data.max_query_length": 16}),
@@ -32,7 +33,7 @@ CASES = {
 # tiny_config's settings, as flags for the command line.
 TINY = {"model.num_layers": 1, "model.hidden_size": 32, "model.num_heads": 2, "model.intermediate_size": 64,
         "batch_size": 16, "eval_batch_size": 16, "data.max_length": 64, "optimizer.learning_rate": 1e-3,
-        "log_every": 1}
+        "log_every": 1, "data.tokens_per_batch": 0}
 
 
 @pytest.mark.parametrize("case", list(CASES))

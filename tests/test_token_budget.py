@@ -16,13 +16,14 @@ import pytest
 
 from bert_jax import finetune
 from bert_jax.data import batching, packing
-from bert_jax.data.token_budget import TokenBudget
+from bert_jax.data.token_budget import TokenBudget, auto_budget
 from bert_jax.data.tokenizers import load_tokenizer
 from bert_jax.metrics import read_metrics
 from bert_jax.tasks import registry
 
 from tests import run_goldens
 from tests.test_align import _synthetic
+from tests.test_configs import load_config
 from tests.test_finetune import tiny_config
 from tests.test_packing import _numbers, _pairs_classification
 
@@ -197,6 +198,36 @@ def test_a_binding_budget_trains_an_epoch_of_every_example_and_reports_them(tmp_
   per_step = lines[-1]["perf/examples_per_sec"] / lines[-1]["perf/steps_per_sec"]
   assert per_step < 32 and per_step * lines[-1]["step"] == pytest.approx(rows, rel=1e-6)
   assert all(np.isfinite(m["train/loss"]) for m in lines)
+
+
+@pytest.mark.parametrize("multiple", [1, 4])
+def test_the_auto_budget_averages_the_batch(multiple):
+  lengths = {"": _random_lengths(n=400, seed=4)}
+  make = lambda seed, rows, examples: TokenBudget(lengths, seed, 64, rows, examples, group_by_length=True)
+  rows, examples = auto_budget(lengths, 64, batch=16, seed=0, multiple=multiple, group_by_length=True)
+  assert examples == -(-24 // multiple) * multiple and rows % multiple == 0
+
+  def average(rows):
+    budget = make(0, rows, examples)
+    return budget.mean_examples(budget.steps_for_epochs(1))
+  # The chosen rows straddle the batch with a neighbour and are the closer of the two.
+  below, at, above = average(rows - multiple), average(rows), average(rows + multiple)
+  assert below < 16 <= above and abs(at - 16) <= min(16 - below, above - 16) + 1e-9
+
+
+def test_the_default_classify_recipe_runs_auto_budget_steps_of_the_batch_on_average(tmp_path, capsys):
+  files = run_goldens.sentiment_without_test(tmp_path)
+  config = tiny_config("classify", **{"data.train": files["train"], "data.validation": files["dev"],
+                                      "num_epochs": 1.0, "batch_size": 16, "eval_every": 0})
+  config.data.tokens_per_batch = load_config("finetune", "classify").data.tokens_per_batch
+  assert config.data.tokens_per_batch == -1
+  finetune.finetune_and_evaluate(config, str(tmp_path / "run"))
+  assert "rows of 64 tokens" in capsys.readouterr().out
+  lines = [m for m in read_metrics(str(tmp_path / "run")) if "perf/examples_per_sec" in m]
+  per_step = lines[-1]["perf/examples_per_sec"] / lines[-1]["perf/steps_per_sec"]
+  rows = sum(1 for _ in open(files["train"], encoding="utf-8")) - 1
+  assert per_step * lines[-1]["step"] == pytest.approx(rows, rel=1e-6)
+  assert 16 * 0.75 <= per_step <= 16 * 1.25  # rows come in 8s here (8 devices): the nearest average
 
 
 def test_a_budget_without_packing_is_refused(tmp_path):

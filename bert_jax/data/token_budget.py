@@ -18,7 +18,8 @@ sorted by length within spans of random examples and the steps of the epoch shuf
 `batching.train_indices` does), epoch after epoch; an epoch's last step takes what is left.
 The plan is a pure function of (seed, lengths, budget), so a resumed run takes the same steps.
 Gradient accumulation splits a step into `parts` micro-batches, each a budget of rows / parts
-rows and batch_size / parts examples of its own.
+rows and batch_size / parts examples of its own. `auto_budget` sizes the budget whose steps
+hold a given batch on average (`tokens_per_batch=-1`).
 """
 
 from __future__ import annotations
@@ -134,3 +135,37 @@ class TokenBudget:
     """Real examples per step over the first `steps` steps."""
     self._plan_until(steps)
     return float(np.mean([sum(len(i) for i in s) for s in self._steps[:max(steps, 1)]]))
+
+
+def round_up(rows: int, multiple: int) -> int:
+  """rows rounded up to a positive multiple of `multiple` (the micro-batches and data shards a step divides into)."""
+  return max(-(-rows // multiple) * multiple, multiple)
+
+
+def auto_budget(lengths: dict[str, np.ndarray], row_length: int, batch: int, seed: int, multiple: int = 1,
+                **options) -> tuple[int, int]:
+  """-> (rows, examples): the budget whose steps hold `batch` examples on average over an epoch.
+
+  The cap is 1.5x the batch (short examples come more to a step, long ones fewer); rows go up
+  in multiples of `multiple` from the batch's mean tokens until an epoch of seed `seed`'s plan
+  averages the batch, and the closer of the last two is taken. options: TokenBudget's (parts,
+  group_by_length, keep).
+  """
+  examples = round_up(batch * 3 // 2, multiple)
+  mean = max(float(v.reshape(len(v), -1).sum(1).mean()) for v in lengths.values())
+  rows = round_up(int(batch * mean // row_length), multiple)
+  previous = None
+  for _ in range(256):
+    try:
+      budget = TokenBudget(lengths, seed, row_length, rows, examples, **options)
+    except ValueError:  # a long example (a listwise group) needs more rows than one micro-batch has
+      rows += multiple
+      continue
+    average = budget.mean_examples(budget.steps_for_epochs(1))
+    if average >= batch:
+      if previous is not None and batch - previous[1] < average - batch:
+        return previous[0], examples
+      return rows, examples
+    previous = (rows, average)
+    rows += multiple
+  raise ValueError(f"data.tokens_per_batch=-1: no budget up to {rows} rows averages {batch} examples a step")
