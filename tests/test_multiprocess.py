@@ -15,6 +15,8 @@ from tests.conftest import REPO, tree_digest
 from tests.test_peer_watch import assert_stopped_for_lost_peer
 from tests.test_train import corpus, losses, overrides, quick_config  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.xdist_group("processes")  # pytest.ini: several JAX processes, one test at a time
+
 
 def test_two_processes_match_one_process(corpus, tmp_path):  # noqa: F811
   settings = dict(total_steps=3, checkpoint_every=3, **{"mesh.data": 1, "mesh.fsdp": -1})

@@ -20,6 +20,8 @@ from tests.conftest import REPO
 from tests.test_finetune import tiny_config
 from tests.test_packing import DATA, _numbers
 
+pytestmark = pytest.mark.xdist_group("processes")  # pytest.ini: several JAX processes, one test at a time
+
 # case -> (task, data, overrides)
 CASES = {
     "classify-seeds-vmapped": ("classify", "sentiment", {"seeds": 2}),  # with a test split

@@ -23,7 +23,8 @@ from tests.conftest import REPO
 from tests.test_peer_watch import KeyValueStore, published_address, recording_proxy
 from tests.test_train import corpus, losses, overrides, quick_config  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/net"), reason="reads listening sockets from /proc")
+pytestmark = [pytest.mark.skipif(not os.path.isdir("/proc/self/net"), reason="reads listening sockets from /proc"),
+              pytest.mark.xdist_group("processes")]  # pytest.ini: several JAX processes, one test at a time
 
 # Process 1 asks for the peer-link address as soon as it has joined and connects a few milliseconds after
 # process 0 publishes it, sooner than any scan of process 0's sockets. Held back 3 s, it comes after the
