@@ -34,14 +34,20 @@ def row_length(config: ml_collections.ConfigDict) -> int:
   return int(config.data.get("pack_length", 0) or config.data.max_length)
 
 
+def packed_row_length(config: ml_collections.ConfigDict) -> int:
+  """The training rows' length, checked: every example (up to data.max_length) must fit one row."""
+  length = row_length(config)
+  if length < config.data.max_length:
+    raise ValueError(f"config.data.pack_length={config.data.pack_length} is shorter than data.max_length="
+                     f"{config.data.max_length}: an example must fit one row")
+  return length
+
+
 def train_packer(config, task, cfg: ModelConfig, mesh) -> packing.StepPacker | None:
   """Packs each step's examples when config.data.packing (else None: padded rows)."""
   if not config.data.get("packing", False):
     return None
-  if row_length(config) < config.data.max_length:
-    raise ValueError(f"config.data.pack_length={config.data.pack_length} is shorter than data.max_length="
-                     f"{config.data.max_length}: an example must fit one row")
-  return packing.StepPacker(row_length(config), task.packed_inputs, parts=int(config.optimizer.grad_accum_steps),
+  return packing.StepPacker(packed_row_length(config), task.packed_inputs, parts=int(config.optimizer.grad_accum_steps),
                             shards=data_shards(mesh), keep=task.example_tokens(cfg))
 
 
@@ -63,10 +69,7 @@ def train_budgets(config, task, cfg: ModelConfig, mesh, train_set: batching.Data
     raise ValueError(f"config.data.tokens_per_batch={tokens}: expected > 0 (tokens a step), 0 (off) or -1 (auto)")
   if not packed:
     raise ValueError(f"config.data.tokens_per_batch={tokens} needs config.data.packing=True (a budget is packed rows)")
-  length, parts, shards = row_length(config), int(config.optimizer.grad_accum_steps), data_shards(mesh)
-  if length < config.data.max_length:
-    raise ValueError(f"config.data.pack_length={config.data.pack_length} is shorter than data.max_length="
-                     f"{config.data.max_length}: an example must fit one row")
+  length, parts, shards = packed_row_length(config), int(config.optimizer.grad_accum_steps), data_shards(mesh)
   lengths = {p: packing.sequence_lengths(train_set.arrays, p) for p in task.packed_inputs
              if f"{p}input_ids" in train_set.arrays}
   options = dict(parts=parts, group_by_length=bool(config.data.group_by_length), keep=task.example_tokens(cfg))
