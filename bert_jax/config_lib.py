@@ -44,7 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""                # bert_jax checkpoint or Hugging Face folder to start from
   c.objective = "mlm"             # mlm | mlm_nsp | mlm_sop | rtd | distill_mlm
   c.nonfinite = "stop"            # stop | skip: what a non-finite loss/gradient does
-  c.profile_steps = 0             # >0: write a jax profiler trace of that many steps after warm-up
+  c.profile_steps = 0             # > 0: trace that many steps after the first into WORKDIR/profile
+                                  # (bert_jax/runtime/profiling.py: reading the trace, the CPU flag)
 
   c.data = data_config()          # the data section: keys and meanings in bert_jax/data/pretraining/config.py
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bert_jax import checkpointing, metrics as metrics_lib, optim, sharding, steps
 from bert_jax.models import count_backbone_params
 from bert_jax.models.config import ModelConfig
+from bert_jax.runtime import profiling
 
 
 class NonFiniteLoss(RuntimeError):
@@ -294,9 +296,21 @@ class Loop:
     config = self.config
     self.progress.start(start_step)
     settler = StepSettler()
+    # The steps after the first (compiling) one: config.profile_steps of them, traced.
+    profiler = profiling.StepProfiler(os.path.join(os.fspath(self.writer.path.parent), "profile"),
+                                      config.get("profile_steps", 0), start_step + 2)
+    try:
+      return self._steps(state, start_step, step_fn, evaluate, on_final, settler, profiler)
+    finally:
+      profiler.close()
+
+  def _steps(self, state, start_step, step_fn, evaluate, on_final, settler, profiler):
+    config = self.config
     for step in range(start_step + 1, self.total_steps + 1):
       settler.wait(state)
+      profiler.before(step)
       state, step_metrics = step_fn(state, step)
+      profiler.after(step, state)
       self._pending.append((step, step_metrics))
       final = step == self.total_steps
       if step % config.log_every == 0 or final or step == start_step + 1:

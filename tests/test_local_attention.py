@@ -144,9 +144,13 @@ def _hidden_and_grads(cfg, monkeypatch, blocks: bool):
   model = EncoderModel(cfg)
   params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
 
+  # A fixed random projection of the output: sum(h ** 2) of a layer-normed output is nearly constant,
+  # so its gradients would be rounding residue (cancellation) rather than a signal to compare.
+  projection = np.random.default_rng(7).standard_normal((2, ids.shape[1], cfg.hidden_size)).astype(np.float32)
+
   def loss(params):
     out = model.apply({"params": params}, ids, np.ones_like(ids), segment_ids=segments, output_hidden_states=True)
-    return jnp.sum(out.last_hidden_state ** 2), out.hidden_states
+    return jnp.sum(out.last_hidden_state * projection), out.hidden_states
 
   (_, states), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   return states, grads

@@ -101,3 +101,42 @@ def test_gradient_accumulation_equals_one_big_batch():
   four, m4 = run(4)
   np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), one.params, four.params)
+
+
+def test_a_non_finite_step_leaves_params_and_moments_bit_identical_per_seed():
+  """The update runs in a branch (one seed) or a per-seed select (vmapped seeds): a seed whose loss is
+  not finite keeps every parameter and Adam moment exactly; the finite one moves as a lone step does."""
+  cfg = build("bert", "tiny", vocab_size=64, num_layers=1, dropout_rate=0.0, attention_dropout_rate=0.0)
+  objective = MLMObjective(cfg, with_pair=False)
+  rng = np.random.default_rng(3)
+  batch = {"input_ids": rng.integers(5, 64, (4, 16)).astype(np.int32), "attention_mask": np.ones((4, 16), np.int32),
+           "token_type_ids": np.zeros((4, 16), np.int32),
+           "masked_positions": rng.integers(1, 16, (4, 3)).astype(np.int32),
+           "masked_ids": rng.integers(5, 64, (4, 3)).astype(np.int32),
+           "masked_weights": np.ones((4, 3), np.float32)}
+  from flax import linen as nn
+  params = nn.meta.unbox(objective.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
+                                        jnp.zeros((1, 16), jnp.int32)))
+  tx = optax.adamw(1e-2, eps=1.0)  # eps 1: the step is ~lr * g, so rounding in g stays rounding in the step
+  state = lambda p: steps.TrainState(step=jnp.ones((), jnp.int32), params=p, opt_state=tx.init(p),
+                                     rng=jax.random.key_data(jax.random.key(1)), skipped=jnp.zeros((), jnp.int32))
+  poisoned = jax.tree.map(lambda x: x, params)
+  poisoned["embeddings"]["position_embeddings"]["embedding"] = (
+      params["embeddings"]["position_embeddings"]["embedding"].at[2, 0].set(jnp.nan))
+  step = functools.partial(steps.train_step, objective=objective, tx=tx, schedule=optax.constant_schedule(1e-2))
+  good, good_metrics = jax.jit(step)(state(params), batch)
+  bad, bad_metrics = jax.jit(step)(state(poisoned), batch)
+  assert int(good_metrics["nonfinite"]) == 0 and int(bad_metrics["nonfinite"]) == 1
+  assert int(bad.skipped) == 1 and int(bad.step) == 2
+  same = lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  jax.tree.map(same, bad.params, poisoned)
+  jax.tree.map(same, bad.opt_state, tx.init(poisoned))
+  assert not np.array_equal(good.params["encoder"]["layer_0"]["mlp"]["wi"]["kernel"],
+                            params["encoder"]["layer_0"]["mlp"]["wi"]["kernel"])
+  # Two seeds under vmap, one of them poisoned: each does what it did alone.
+  stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), state(params), state(poisoned))
+  both, metrics = jax.jit(jax.vmap(step, in_axes=(0, None)))(stacked, batch)
+  assert metrics["nonfinite"].tolist() == [0, 1]
+  jax.tree.map(lambda s, one: np.testing.assert_allclose(s[0], one, rtol=1e-6, atol=1e-8), both.params, good.params)
+  jax.tree.map(lambda s, one: same(s[1], one), both.params, poisoned)
+  jax.tree.map(lambda s, one: same(s[1], one), both.opt_state, tx.init(poisoned))

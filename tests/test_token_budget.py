@@ -147,12 +147,15 @@ def test_a_budget_step_computes_what_its_real_examples_compute_padded(case, tmp_
     return sums["task_loss"] / sums["task_count"], sums
 
   results = []
-  for batch in (packed, padded):
+  # The same examples padded in the reverse order: the same loss, other rounding. Its spread from the
+  # padded gradients is the reference's own float32 noise, which ill-conditioned gradients make large
+  # (contrastive with CLS pooling on a random model: near-parallel embeddings, ~1% of a leaf's largest).
+  for batch in (packed, padded, take(indices[::-1])):
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     (_, sums), grads = jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
     totals = objective.totals(batch)
     results.append((jax.device_get(sums), jax.device_get(grads), jax.device_get(totals)))
-  (sums, grads, totals), (want_sums, want_grads, want_totals) = results
+  (sums, grads, totals), (want_sums, want_grads, want_totals), (_, reordered, _) = results
   assert sums.keys() == want_sums.keys() and totals.keys() == want_totals.keys()
   for key in want_sums:
     np.testing.assert_allclose(sums[key], want_sums[key], rtol=1e-5, atol=1e-6, err_msg=key)
@@ -160,8 +163,9 @@ def test_a_budget_step_computes_what_its_real_examples_compute_padded(case, tmp_
     np.testing.assert_allclose(totals[key], want_totals[key], rtol=1e-6, err_msg=key)
   assert float(want_sums["task_count"]) > 0
   flat, want_flat = jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(want_grads)
-  for (path, got), want in zip(flat, want_flat):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  for (path, got), want, other in zip(flat, want_flat, jax.tree_util.tree_leaves(reordered)):
+    noise = float(np.abs(np.asarray(other) - want).max())
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=max(1e-6, 4 * noise), err_msg=jax.tree_util.keystr(path))
 
 
 # The run ----------------------------------------------------------------------------------------

@@ -202,3 +202,27 @@ def test_step_settler_leaves_the_last_step_done_before_the_next_on_cpu():
   assert state.is_ready()
   assert time.perf_counter() - start >= loop.SETTLE_S  # the first step is always given its pause
 
+
+
+def test_profile_steps_traces_the_steps_after_the_first_and_changes_no_loss(corpus, tmp_path):
+  from bert_jax.runtime import profiling
+  plain, traced = tmp_path / "plain", tmp_path / "traced"
+  train.train_and_evaluate(quick_config(corpus, total_steps=4, checkpoint_every=100), str(plain))
+  train.train_and_evaluate(quick_config(corpus, total_steps=4, checkpoint_every=100, profile_steps=2), str(traced))
+  assert losses(traced) == losses(plain)
+  assert not (plain / "profile").exists()
+  totals = profiling.op_seconds(profiling.newest_trace(str(traced)))
+  # Steps 2 and 3 were traced: two executions of the jitted train step, nothing of step 1's compile.
+  executions = [name for name in totals if name.startswith("PjitFunction(") and "train_step" in name]
+  assert executions, sorted(totals)[:40]
+  assert not any("compile" in name.lower() and "backend" in name.lower() for name in totals)
+  table = profiling.summary(profiling.newest_trace(str(traced)), top=5)
+  assert table.count("\n| ") == 6  # header + 5 rows
+
+
+def test_profile_steps_longer_than_the_run_still_closes_the_trace(corpus, tmp_path):
+  from bert_jax.runtime import profiling
+  train.train_and_evaluate(quick_config(corpus, total_steps=3, checkpoint_every=100, profile_steps=10), str(tmp_path))
+  assert profiling.newest_trace(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="profile_steps"):
+    profiling.newest_trace(str(tmp_path / "checkpoints"))
