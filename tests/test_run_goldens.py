@@ -3,7 +3,8 @@
 The goldens (tests/testdata/run_goldens.json, made by `python -m tests.run_goldens`) hold every
 training loss, evaluation and test metric and parameter count of 8-step runs; a change to the
 code that is not meant to change what it computes must reproduce them to relative 1e-6 on the
-machine class they were made on, 1e-3 on another (run_goldens.py says why and how). The
+machine class they were made on; on another, the training losses to 1e-3 (run_goldens.py says
+why and how). The
 committed run directories of tests/testdata/run_checkpoints (written by the code the goldens
 came from) must resume with the current code and continue exactly as the uninterrupted run.
 """
@@ -42,11 +43,19 @@ def assert_same(got, want, where="record", exact=True):
     assert got == want, f"{where}: {got!r} != {want!r}"
 
 
+def continuous(record: dict) -> dict:
+  """The training lines' losses and counts only. Evaluation metrics and the summary include
+  discontinuous functions (rank statistics, argmax accuracy, the best step's choice) that
+  another instruction set's rounding can flip: a tiny random model's Spearman moved 1.4%."""
+  keep = lambda line: {k: v for k, v in line.items() if k == "step" or k.startswith(("train/", "model/"))}
+  return {"metrics": [keep(line) for line in record["metrics"]]}
+
+
 def test_goldens_cover_every_case():
   every = sorted({**run_goldens.CASES, **run_goldens.RESUMABLE})
   assert sorted(REFERENCE) == every
-  for path in sorted(run_goldens.MACHINE_GOLDENS.glob("*.json")):
-    assert sorted(json.loads(path.read_text())) == every, path
+  for path in sorted(run_goldens.MACHINE_GOLDENS.glob("*.json")):  # the resumed runs are the reference's
+    assert sorted(json.loads(path.read_text())) == sorted(run_goldens.CASES), path
 
 
 def test_machine_classes_follow_the_vector_instruction_set():
@@ -61,7 +70,10 @@ def test_machine_classes_follow_the_vector_instruction_set():
 @pytest.mark.parametrize("name", list(run_goldens.CASES))
 def test_run_reproduces_golden(name, tmp_path):
   _, record = run_goldens.run_case(name, tmp_path)
-  assert_same(record, GOLDENS[name], name, EXACT)
+  if EXACT:
+    assert_same(record, GOLDENS[name], name)
+  else:  # goldens of another machine class
+    assert_same(continuous(record), continuous(GOLDENS[name]), name, exact=False)
 
 
 @pytest.mark.parametrize("name", list(run_goldens.RESUMABLE))
@@ -73,5 +85,8 @@ def test_checkpoint_of_earlier_code_resumes_exactly(name, tmp_path):
   want = REFERENCE[name]["metrics"]
   # Lines up to the checkpoint are the committed ones, untouched; the rest continue the uninterrupted run.
   assert [m for m in record["metrics"] if m["step"] <= half] == [m for m in want if m["step"] <= half]
-  assert_same([m for m in record["metrics"] if m["step"] > half], [m for m in want if m["step"] > half], name,
-              run_goldens.machine() == run_goldens.REFERENCE_MACHINE)
+  later = lambda lines: {"metrics": [m for m in lines if m["step"] > half]}
+  if run_goldens.machine() == run_goldens.REFERENCE_MACHINE:
+    assert_same(later(record["metrics"]), later(want), name)
+  else:
+    assert_same(continuous(later(record["metrics"])), continuous(later(want)), name, exact=False)
