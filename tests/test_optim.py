@@ -79,15 +79,19 @@ def test_layerwise_decay_factors_scanned_and_unscanned():
     np.testing.assert_allclose(per_layer, [-(0.5 ** 3), -(0.5 ** 2), -0.5], rtol=1e-4)
 
 
+def mlm_batch(rng, rows: int) -> dict:
+  """Random MLM inputs of [rows, 16] tokens (vocabulary 64) with 3 masked positions a row, no weights."""
+  return {"input_ids": rng.integers(5, 64, (rows, 16)).astype(np.int32), "attention_mask": np.ones((rows, 16), np.int32),
+          "token_type_ids": np.zeros((rows, 16), np.int32),
+          "masked_positions": rng.integers(1, 16, (rows, 3)).astype(np.int32),
+          "masked_ids": rng.integers(5, 64, (rows, 3)).astype(np.int32)}
+
+
 def test_gradient_accumulation_equals_one_big_batch():
   cfg = build("bert", "tiny", vocab_size=64, num_layers=1, dropout_rate=0.0, attention_dropout_rate=0.0)
   objective = MLMObjective(cfg, with_pair=True)
   rng = np.random.default_rng(0)
-  batch = {"input_ids": rng.integers(5, 64, (8, 16)).astype(np.int32), "attention_mask": np.ones((8, 16), np.int32),
-           "token_type_ids": np.zeros((8, 16), np.int32),
-           "masked_positions": rng.integers(1, 16, (8, 3)).astype(np.int32),
-           "masked_ids": rng.integers(5, 64, (8, 3)).astype(np.int32),
-           "masked_weights": (rng.random((8, 3)) > 0.3).astype(np.float32),
+  batch = {**mlm_batch(rng, 8), "masked_weights": (rng.random((8, 3)) > 0.3).astype(np.float32),
            "pair_labels": rng.integers(0, 2, (8,)).astype(np.int32)}
   from flax import linen as nn
   params = nn.meta.unbox(objective.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
@@ -109,11 +113,7 @@ def test_a_non_finite_step_leaves_params_and_moments_bit_identical_per_seed():
   cfg = build("bert", "tiny", vocab_size=64, num_layers=1, dropout_rate=0.0, attention_dropout_rate=0.0)
   objective = MLMObjective(cfg, with_pair=False)
   rng = np.random.default_rng(3)
-  batch = {"input_ids": rng.integers(5, 64, (4, 16)).astype(np.int32), "attention_mask": np.ones((4, 16), np.int32),
-           "token_type_ids": np.zeros((4, 16), np.int32),
-           "masked_positions": rng.integers(1, 16, (4, 3)).astype(np.int32),
-           "masked_ids": rng.integers(5, 64, (4, 3)).astype(np.int32),
-           "masked_weights": np.ones((4, 3), np.float32)}
+  batch = {**mlm_batch(rng, 4), "masked_weights": np.ones((4, 3), np.float32)}
   from flax import linen as nn
   params = nn.meta.unbox(objective.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
                                         jnp.zeros((1, 16), jnp.int32)))
