@@ -101,6 +101,21 @@ def scale_by_tree(factors) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+  """optax.clip_by_global_norm that takes the gradients' norm from its caller (`grad_norm=`).
+
+  The train step computes that norm anyway (a logged metric and the non-finite guard) and runs the
+  update inside a branch, where XLA cannot share one reduction between the two: a second norm in the
+  branch would round differently in its last bits, and clipping would move every later number.
+  """
+  def update(updates, state, params=None, *, grad_norm=None, **extra_args):
+    del params, extra_args
+    norm = optax.tree.norm(updates) if grad_norm is None else grad_norm
+    trigger = jnp.squeeze(norm < max_norm)  # optax's formula, so clipped steps agree with it bit for bit
+    return jax.tree.map(lambda t: jax.lax.select(trigger, t, (t / norm.astype(t.dtype)) * max_norm), updates), state
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update)
+
+
 def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, params,
                    num_layers: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer and its schedule; `params` (shapes suffice) fix the masks and LLRD factors."""
@@ -114,7 +129,7 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, params,
     raise ValueError(f"config.optimizer.name={opt.name!r}: expected adamw or lamb")
   parts = []
   if opt.clip_norm and opt.clip_norm > 0:
-    parts.append(optax.clip_by_global_norm(opt.clip_norm))
+    parts.append(clip_by_global_norm(opt.clip_norm))
   parts.append(core)
   if opt.layerwise_lr_decay != 1.0:
     decay = float(opt.layerwise_lr_decay)

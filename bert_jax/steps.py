@@ -73,8 +73,8 @@ def train_step(state: TrainState, batch: dict, *, objective: Objective, tx: opta
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
-  def update(params, opt_state):
-    updates, opt_state = tx.update(grads, opt_state, params)
+  def update(params, opt_state):  # grad_norm: clipping reuses this norm (see optim.clip_by_global_norm)
+    updates, opt_state = optax.with_extra_args_support(tx).update(grads, opt_state, params, grad_norm=grad_norm)
     return optax.apply_updates(params, updates), opt_state
 
   # A branch, not a select of both: the update then writes the donated buffers in place, where

@@ -87,6 +87,23 @@ def mlm_batch(rng, rows: int) -> dict:
           "masked_ids": rng.integers(5, 64, (rows, 3)).astype(np.int32)}
 
 
+@pytest.mark.parametrize("scale", [0.1, 10.0])  # under and over the limit
+def test_clipping_matches_optax_and_uses_the_norm_it_is_given(scale):
+  rng = np.random.default_rng(0)
+  grads = {"a": jnp.asarray(rng.normal(size=(5, 3)) * scale, jnp.float32),
+           "b": jnp.asarray(rng.normal(size=(7,)) * scale, jnp.float32)}
+  want, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+  clip = optim.clip_by_global_norm(1.0)
+  for got in (clip.update(grads, optax.EmptyState())[0],
+              clip.update(grads, optax.EmptyState(), grad_norm=optax.tree.norm(grads))[0]):
+    jax.tree.map(lambda g, w: np.testing.assert_array_equal(np.asarray(g), np.asarray(w)), got, want)
+  # A given norm is the one used: twice the true norm halves a clipped update.
+  norm = float(np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for v in grads.values())))
+  doubled, _ = clip.update(grads, optax.EmptyState(), grad_norm=jnp.float32(2 * norm))
+  expect = 1.0 / (2 * norm) if 2 * norm >= 1.0 else 1.0
+  np.testing.assert_allclose(np.asarray(doubled["a"]), np.asarray(grads["a"]) * expect, rtol=1e-6)
+
+
 def test_gradient_accumulation_equals_one_big_batch():
   cfg = build("bert", "tiny", vocab_size=64, num_layers=1, dropout_rate=0.0, attention_dropout_rate=0.0)
   objective = MLMObjective(cfg, with_pair=True)
