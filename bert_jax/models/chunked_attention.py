@@ -15,7 +15,7 @@ The backward (FlashAttention-2's: key blocks outside, query chunks inside) rebui
 block's probabilities as exp(scores - top - log_sum) and uses delta = rowsum(dout * out)
 [b, h, lq] in place of softmax's rowsum(dp * p) over the keys:
 
-    dv += p^T dout,  dp = dout v^T,  ds = p (dp - delta),  dq += scale ds k,  dk += scale ds^T q
+    dv += p^T dout,  dp = dout v^T,  ds = p (dp - delta),  dq += ds k,  dk += ds^T q  (q scaled)
 
 so the step's memory grows with the length, never with lq * lk. Masked scores get float32's
 lowest value as in `attention.softmax_values`, so a query that may see nothing averages every
@@ -60,7 +60,9 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | 
   mask = pad(mask, 3, nk * k_block)
   if mask.shape[2] != 1:
     mask = pad(mask, 2, nq * q_block)
-  out = _attention(q, k, v, _mask_blocks(mask, q_block, k_block), scale, q_block, k_block, lk)
+  # The scale goes on q once ([b, h, lq, d]) rather than on every block of scores (lk / d times
+  # as many products, forward and backward); autodiff carries it to dq.
+  out = _attention(q * jnp.asarray(scale, q.dtype), k, v, _mask_blocks(mask, q_block, k_block), q_block, k_block, lk)
   return heads_first(out[:, :, :lq])
 
 
@@ -84,9 +86,9 @@ def _mask_blocks(mask: jax.Array, q_block: int, k_block: int) -> jax.Array:
   return _blocks(keys, q_block, axis=3)                                       # [nq, nk, B, H, qb, kb]
 
 
-def _scores(q, k, allowed, scale, key_real):
-  """q [b, h, qb, d] x k [b, h, kb, d] -> masked scaled scores [b, h, qb, kb] float32."""
-  scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+def _scores(q, k, allowed, key_real):
+  """q [b, h, qb, d] (scaled) x k [b, h, kb, d] -> masked scores [b, h, qb, kb] float32."""
+  scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
   scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
   return scores if key_real is None else jnp.where(key_real, scores, -jnp.inf)
 
@@ -96,13 +98,13 @@ def _key_real(lk: int, nk: int, k_block: int) -> jax.Array | None:
   return None if nk * k_block == lk else (jnp.arange(nk * k_block) < lk).reshape(nk, k_block)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _attention(q, k, v, masks, scale, q_block, k_block, lk):
-  """q [b, h, nq qb, d], k/v [b, h, nk kb, d], masks from `_mask_blocks` -> [b, h, nq qb, d]."""
-  return _forward(q, k, v, masks, scale, q_block, k_block, lk)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _attention(q, k, v, masks, q_block, k_block, lk):
+  """q [b, h, nq qb, d] (scaled), k/v [b, h, nk kb, d], masks from `_mask_blocks` -> [b, h, nq qb, d]."""
+  return _forward(q, k, v, masks, q_block, k_block, lk)[0]
 
 
-def _forward(q, k, v, masks, scale, q_block, k_block, lk):
+def _forward(q, k, v, masks, q_block, k_block, lk):
   k_blocks, v_blocks = _blocks(k, k_block), _blocks(v, k_block)
   key_real = _key_real(lk, k_blocks.shape[0], k_block)
 
@@ -113,7 +115,7 @@ def _forward(q, k, v, masks, scale, q_block, k_block, lk):
     def key_block(carry, ys):
       top, total, acc = carry
       k_block_, v_block, allowed, real = ys
-      scores = _scores(q_chunk, k_block_, allowed, scale, real)
+      scores = _scores(q_chunk, k_block_, allowed, real)
       new_top = jnp.maximum(top, jnp.max(scores, axis=-1))
       weights = jnp.exp(scores - new_top[..., None])
       fade = jnp.exp(top - new_top)               # the earlier blocks' weights, rescaled to new_top
@@ -135,7 +137,7 @@ def _forward(q, k, v, masks, scale, q_block, k_block, lk):
   return out, (q, k, v, masks, out, _unblock(top), _unblock(log_total))
 
 
-def _backward(scale, q_block, k_block, lk, residuals, d_out):
+def _backward(q_block, k_block, lk, residuals, d_out):
   q, k, v, masks, out, top, log_total = residuals
   delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)   # [b, h, lq]
   per_query = masks.shape[0] != 1
@@ -149,13 +151,13 @@ def _backward(scale, q_block, k_block, lk, residuals, d_out):
       dk, dv = carry
       (q_chunk, d_out_chunk, top_chunk, log_total_chunk, delta_chunk), allowed = ys
       allowed = block_masks[0] if allowed is None else allowed
-      scores = _scores(q_chunk, k_block_, allowed, scale, real)
+      scores = _scores(q_chunk, k_block_, allowed, real)
       probs = jnp.exp(scores - top_chunk[..., None] - log_total_chunk[..., None])
       dv = dv + jnp.einsum("bhqk,bhqd->bhkd", probs.astype(v.dtype), d_out_chunk, preferred_element_type=jnp.float32)
       dp = jnp.einsum("bhqd,bhkd->bhqk", d_out_chunk, v_block, preferred_element_type=jnp.float32)
       # Masked scores are constants: no gradient reaches q or k through them (a query that sees
       # nothing still spreads its gradient over every value, through probs in dv).
-      ds = jnp.where(allowed, probs * (dp - delta_chunk[..., None]) * scale, 0.0).astype(q.dtype)
+      ds = jnp.where(allowed, probs * (dp - delta_chunk[..., None]), 0.0).astype(q.dtype)
       dk = dk + jnp.einsum("bhqk,bhqd->bhkd", ds, q_chunk, preferred_element_type=jnp.float32)
       return (dk, dv), jnp.einsum("bhqk,bhkd->bhqd", ds, k_block_, preferred_element_type=jnp.float32)
 
