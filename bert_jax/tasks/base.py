@@ -108,6 +108,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   a zero [..., V] buffer (a large share of the MLM head's backward on CPU).
   """
   logits = logits.astype(jnp.float32)
+  labels = jnp.asarray(labels)  # a host int64 array becomes JAX's int (int32 without x64) before the iota takes its type
   one_hot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, logits.shape, logits.ndim - 1)
   picked = jnp.sum(jnp.where(one_hot, logits, 0.0), axis=-1)
   return jax.nn.logsumexp(logits, axis=-1) - picked
