@@ -17,20 +17,10 @@ import argparse
 import json
 import os
 import sys
-import time
+
+import timing
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def fastest(fn, *args, reps: int) -> float:
-  import jax
-  jax.block_until_ready(fn(*args))  # compiles
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return min(times)
 
 
 def main() -> None:
@@ -57,8 +47,9 @@ def main() -> None:
 
   def timed(name, attend):
     loss = lambda q, k, v: jnp.sum(attend(q, k, v) * cotangent)
-    forward = fastest(jax.jit(loss), q, k, v, reps=args.reps)
-    both = fastest(jax.jit(jax.grad(loss, argnums=(0, 1, 2))), q, k, v, reps=args.reps)
+    forward, backward = jax.jit(loss), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    forward = min(timing.repeated(lambda: forward(q, k, v), args.reps))
+    both = min(timing.repeated(lambda: backward(q, k, v), args.reps))
     row = {"shape": args.shape, "blocks": name, "forward_s": round(forward, 4), "forward_backward_s": round(both, 4),
            "device": jax.devices()[0].platform}
     print(f"{name:>12}: forward {forward:.3f} s, forward + backward {both:.3f} s", flush=True)

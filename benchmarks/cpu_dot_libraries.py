@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+
+import timing
 
 LIBRARIES = {
     "default (ynn)": None,
@@ -54,12 +55,7 @@ def main() -> None:
         continue
       out = jax.block_until_ready(compiled(a, b))
       reference = out if reference is None else reference
-      times = []
-      for _ in range(args.reps):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(a, b))
-        times.append(time.perf_counter() - start)
-      seconds = float(np.median(times))
+      seconds = float(np.median(timing.repeated(lambda: compiled(a, b), args.reps, warmup=0)))
       gflops = 2 * m * k * n / seconds / 1e9
       difference = float(jnp.max(jnp.abs(out - reference)))
       print(f"| {spec} | {name} | {seconds * 1e3:.2f} | {gflops:.0f} | {difference:.1e} |", flush=True)

@@ -34,6 +34,7 @@ from bert_jax import embed  # noqa: E402
 from bert_jax.embed.encoding import embed_batch  # noqa: E402
 from bert_jax.export import export_model  # noqa: E402
 from bert_jax.models.embeddings import segment_position_ids  # noqa: E402
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 DEFAULT_SHAPES = "1x16,1x128,8x16,8x128,32x64,32x128,8x256"
 
@@ -54,12 +55,6 @@ def serve_module(folder: str):
 
 def folder_sizes(folder: str) -> dict[str, int]:
   return {name: os.path.getsize(os.path.join(folder, name)) for name in sorted(os.listdir(folder))}
-
-
-def timed(call) -> float:
-  start = time.perf_counter()
-  jax.block_until_ready(call())
-  return time.perf_counter() - start
 
 
 def sentences(n: int) -> list[str]:
@@ -109,12 +104,12 @@ def main() -> None:
     ours = lambda: served.run(ids, mask, types)
     # Both sides take host arrays and return host arrays (serve.run copies its result to numpy).
     theirs = lambda: np.asarray(in_process(params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types)))
-    compile_ours, compile_theirs = timed(ours), timed(theirs)
+    compile_ours, compile_theirs = timing.seconds(ours), timing.seconds(theirs)
     difference = float(np.max(np.abs(np.asarray(ours()) - np.asarray(theirs()))))
     times_ours, times_theirs = [], []
     for _ in range(args.reps):  # alternating, so that a change of machine load hits both sides
-      times_ours.append(timed(ours))
-      times_theirs.append(timed(theirs))
+      times_ours.append(timing.seconds(ours))
+      times_theirs.append(timing.seconds(theirs))
     row = {"batch": batch, "length": length, "exported_ms": 1e3 * float(np.median(times_ours)),
            "in_process_ms": 1e3 * float(np.median(times_theirs)), "exported_first_call_s": compile_ours,
            "in_process_first_call_s": compile_theirs, "max_abs_difference": difference}
@@ -130,11 +125,11 @@ def main() -> None:
   ours = lambda: served(texts)
   theirs = lambda: embed.embed_texts((model, params, tokenizer), texts, pooling=pooling, normalize=normalize,
                                       max_length=manifest["max_length"])
-  timed(ours), timed(theirs)
+  timing.seconds(ours), timing.seconds(theirs)
   times_ours, times_theirs = [], []
   for _ in range(args.reps):
-    times_ours.append(timed(ours))
-    times_theirs.append(timed(theirs))
+    times_ours.append(timing.seconds(ours))
+    times_theirs.append(timing.seconds(theirs))
   results["texts_32"] = {"exported_ms": 1e3 * float(np.median(times_ours)),
                          "in_process_ms": 1e3 * float(np.median(times_theirs)),
                          "max_abs_difference": float(np.max(np.abs(ours() - theirs())))}

@@ -203,7 +203,6 @@ def test_step_settler_leaves_the_last_step_done_before_the_next_on_cpu():
   assert time.perf_counter() - start >= loop.SETTLE_S  # the first step is always given its pause
 
 
-
 def test_profile_steps_traces_the_steps_after_the_first_and_changes_no_loss(corpus, tmp_path):
   from bert_jax.runtime import profiling
   plain, traced = tmp_path / "plain", tmp_path / "traced"
