@@ -56,8 +56,9 @@ def run(command: list[str], env: dict[str, str], log: str) -> tuple[float, float
   return wall, usage.ru_maxrss / 2**20  # KiB on Linux
 
 
-def bert_jax_numbers(workdir: str) -> dict:
-  """examples/s of the training loop (every logged interval after the first step) and dev accuracy."""
+def bert_jax_numbers(workdir: str, metric: str = "accuracy") -> dict:
+  """examples/s of the training loop (every logged interval after the first step) and the last
+  validation `metric` (key `metric`)."""
   lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl")) if line.strip()]
   steps, seconds, last = 0, 0.0, None
   for line in lines:
@@ -68,8 +69,8 @@ def bert_jax_numbers(workdir: str) -> dict:
       last = line["step"]
   per_step = next(line["perf/examples_per_sec"] / line["perf/steps_per_sec"] for line in lines
                   if "perf/examples_per_sec" in line)
-  accuracy = [line["eval/accuracy"] for line in lines if "eval/accuracy" in line][-1]
-  return {"examples_per_sec": steps * per_step / seconds, "accuracy": accuracy}
+  value = [line[f"eval/{metric}"] for line in lines if f"eval/{metric}" in line][-1]
+  return {"examples_per_sec": steps * per_step / seconds, metric: value}
 
 
 def main() -> None:

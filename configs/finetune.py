@@ -17,15 +17,18 @@ from bert_jax.tasks import registry
 # Task -> the recipe settings that differ from the common fine-tuning defaults below.
 RECIPES = {
     # Token-budget steps (bert_jax/data/token_budget.py): batch_size examples a step on average, in
-    # one compiled shape.
+    # one compiled shape (benchmarks/README.md: 1.3-5.6x the examples/s of batch_size examples a step
+    # for tag, qa and rerank on CPU, whose varying row counts compile a shape each).
     "classify": {"data.tokens_per_batch": -1},
     "regress": {"data.tokens_per_batch": -1},
     # Longer sentences go in windows overlapping by doc_stride tokens, a quarter of max_length (scale it
     # with max_length): a word read from its max-context window has >= 16 tokens on either side.
-    "tag": {"data.max_length": 128, "data.doc_stride": 32},
-    "qa": {"data.max_length": 384, "optimizer.learning_rate": 3e-5, "num_epochs": 2.0, "batch_size": 16},
+    "tag": {"data.max_length": 128, "data.doc_stride": 32, "data.tokens_per_batch": -1},
+    "qa": {"data.max_length": 384, "optimizer.learning_rate": 3e-5, "num_epochs": 2.0, "batch_size": 16,
+           "data.tokens_per_batch": -1},
     "contrastive": {"data.max_length": 128, "optimizer.learning_rate": 2e-5, "num_epochs": 1.0, "batch_size": 64},
-    "rerank": {"data.max_length": 256, "optimizer.learning_rate": 2e-5, "num_epochs": 1.0, "batch_size": 16},
+    "rerank": {"data.max_length": 256, "optimizer.learning_rate": 2e-5, "num_epochs": 1.0, "batch_size": 16,
+               "data.tokens_per_batch": -1},
     # LiT / CLIP: the temperature starts at 0.07 and is learned. The encoder moves far from where it was
     # pretrained (3e-4, not contrastive's 2e-5), the fresh projection 10x faster still (README.md's
     # caption run and benchmarks/README.md compare the rates).
