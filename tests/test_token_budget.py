@@ -8,6 +8,7 @@ the fixed-count packed run a budget that never binds must reproduce step for ste
 
 from __future__ import annotations
 
+import collections
 import re
 
 import flax.linen as nn
@@ -54,6 +55,26 @@ def test_each_epoch_takes_every_example_once_within_the_budget(groups, parts, gr
         seen.extend(indices.tolist())
     assert sorted(seen) == list(range(len(lengths))), f"epoch {epoch}"
   assert budget.mean_examples(ends[2]) == pytest.approx(len(lengths) / ends[1] * 2 * ends[1] / ends[2])
+
+
+@pytest.mark.parametrize("groups,parts,examples", [(1, 1, 8), (3, 2, 3)])
+def test_each_micro_batch_stops_where_the_next_example_would_not_fit(groups, parts, examples):
+  """Greedy in epoch order: a micro-batch ends at the count, or where packing.first_fit of it and
+  the next example needs more rows (or tokens) than the budget, for every packed input."""
+  lengths = {"a_": _random_lengths(groups=groups, seed=1, high=40), "p_": _random_lengths(seed=2, low=10)}
+  rows, row_length = 4, 64
+  budget = TokenBudget(lengths, seed=5, row_length=row_length, rows=rows * parts, examples=examples * parts,
+                       parts=parts)
+  micro = [m for s in range(1, budget.steps_for_epochs(1) + 1) for m in budget.step(s) if len(m)]
+  fits = lambda indices: all(v[indices].sum() <= rows * row_length and
+                             packing.first_fit(v[indices].reshape(-1), row_length)[2] <= rows for v in lengths.values())
+  stops = collections.Counter()
+  for current, following in zip(micro, micro[1:]):
+    assert fits(current)
+    full = len(current) == examples
+    assert full or not fits(np.append(current, following[0])), (current, following[0])
+    stops["count" if full else "rows"] += 1
+  assert stops["count"] and stops["rows"]  # both rules end micro-batches here
 
 
 def test_the_plan_is_a_pure_function_of_seed_and_a_budget_binds():
