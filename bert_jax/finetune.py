@@ -158,15 +158,12 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   ids = jax.ShapeDtypeStruct((1, min(config.data.max_length, 16)), jnp.int32)
   setup = loop.setup_state(objective, config.optimizer, total_steps, cfg.num_layers, ids, mesh, rules, seeds=seeds)
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-  state, start_step, fresh = loop.restore_or_init(checkpointer, setup, config.seed)
+  state, start_step, fresh = loop.restore_or_init(checkpointer, setup, config.seed, pretrained=pretrained,
+                                                  source=config.init_from)
   writer = metrics_lib.MetricWriter(workdir, resume_step=None if fresh else start_step)
   metric = config.best_metric or spec.best_metric
   best = BestCheckpoints(workdir, metric, seeds, fresh, task.name)
   if fresh:
-    if pretrained is not None:
-      merged, _ = loop.merge_pretrained(state.params, pretrained, seeds, config.init_from)
-      state = state.replace(params=jax.device_put(merged, setup.stacked_param_shardings))
-      del merged
     writer.write(0, loop.param_counts(cfg, setup.abstract_params))
   del pretrained  # its host copy (and the loaded arrays it views) would otherwise live for the whole run
 

@@ -146,19 +146,35 @@ def setup_state(objective, optimizer_config: ml_collections.ConfigDict, total_st
 
 
 def restore_or_init(checkpointer: checkpointing.Checkpointer, setup: StateSetup, seed: int,
-                    data_iterator=None) -> tuple[steps.TrainState, int, bool]:
-  """(state, step, fresh): the newest readable checkpoint (and the iterator's position), else step 0."""
+                    data_iterator=None, pretrained=None, source: str = "") -> tuple[steps.TrainState, int, bool]:
+  """(state, step, fresh): the newest readable checkpoint (and the iterator's position), else step 0:
+  initialised, with every tensor of `pretrained` (a params tree read from `source`) in place."""
   state, step = checkpointer.restore_latest(setup.abstract, data_iterator)
   if state is not None:
     logging.info("resumed from step %d in %s", step, checkpointer.directory)
     return state, step, False
-  return setup.init(seed_keys(seed, setup.seeds)), 0, True
+  keys = seed_keys(seed, setup.seeds)
+  if pretrained is None:
+    return setup.init(keys), 0, True
+  loaded, _ = pretrained_leaves(setup.abstract.params, pretrained, setup.seeds, source)
+  # Placed as one seed's params are sharded (each process gives the whole tensor, as device_put takes it).
+  loaded = jax.tree.map(lambda value, shard: None if value is None else jax.device_put(value, shard),
+                        loaded, setup.param_shardings, is_leaf=lambda x: x is None)
+
+  def init(keys, loaded):
+    # One program: the tensors `loaded` replaces are never drawn (XLA drops their random init, most
+    # of this program's compile time); the fresh ones are drawn as `setup.init` draws them.
+    state = setup.init(keys)
+    take = lambda value, fresh: fresh if value is None else jnp.broadcast_to(value, fresh.shape)
+    return state.replace(params=jax.tree.map(take, loaded, state.params, is_leaf=lambda x: x is None))
+  return jax.jit(init, out_shardings=setup.shardings)(keys, loaded), 0, True
 
 
-def merge_pretrained(params, pretrained, seeds: int, source: str) -> tuple[Any, list[str]]:
-  """params (host copies; stacked over seeds when seeds > 1) with every tensor `pretrained` has.
+def pretrained_leaves(params, pretrained, seeds: int, source: str) -> tuple[Any, list[str]]:
+  """params' tree (arrays or shapes; stacked over seeds when seeds > 1) holding, at each path
+  `pretrained` has, its tensor (host, params' dtype, one seed's shape), and None elsewhere.
 
-  Returns the merged tree and the paths that stay freshly initialised; a shape that differs raises.
+  Returns that tree and the paths that stay freshly initialised; a shape that differs raises.
   """
   flat = dict(jax.tree_util.tree_flatten_with_path(pretrained)[0])
   fresh = []
@@ -166,17 +182,28 @@ def merge_pretrained(params, pretrained, seeds: int, source: str) -> tuple[Any, 
   def pick(path, leaf):
     if path not in flat:
       fresh.append(jax.tree_util.keystr(path))
-      return leaf
+      return None
     value = np.asarray(flat[path], leaf.dtype)
     target = leaf.shape[1:] if seeds > 1 else leaf.shape
     if value.shape != target:
       raise ValueError(f"init_from={source}: {jax.tree_util.keystr(path)} has shape {value.shape}, "
                        f"the model needs {target}")
-    return np.broadcast_to(value, leaf.shape) if seeds > 1 else value
-  merged = jax.tree_util.tree_map_with_path(pick, jax.device_get(params))
+    return value
+  loaded = jax.tree_util.tree_map_with_path(pick, params)
   logging.info("init_from %s: %d tensors loaded; freshly initialised: %s", source,
-               len(jax.tree.leaves(merged)) - len(fresh), fresh or "none")
-  return merged, fresh
+               len(jax.tree.leaves(params)) - len(fresh), fresh or "none")
+  return loaded, fresh
+
+
+def merge_pretrained(params, pretrained, seeds: int, source: str) -> tuple[Any, list[str]]:
+  """params (host copies; stacked over seeds when seeds > 1) with every tensor `pretrained` has.
+
+  Returns the merged tree and the paths that stay freshly initialised; a shape that differs raises.
+  """
+  params = jax.device_get(params)
+  loaded, fresh = pretrained_leaves(params, pretrained, seeds, source)
+  take = lambda value, leaf: leaf if value is None else (np.broadcast_to(value, leaf.shape) if seeds > 1 else value)
+  return jax.tree.map(take, loaded, params, is_leaf=lambda x: x is None), fresh
 
 
 def param_counts(cfg: ModelConfig, abstract_params) -> dict[str, int]:

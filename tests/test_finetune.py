@@ -166,6 +166,39 @@ def test_init_from_a_hugging_face_folder_loads_the_backbone(movie, tmp_path):
                                 np.asarray(params["embeddings"]["word_embeddings"]["embedding"].value))
 
 
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_init_from_in_one_program_equals_initialising_then_merging(movie, tmp_path, seeds):
+  """restore_or_init with `pretrained` (the loaded tensors' random init left to XLA to drop) gives the
+  state of a full init with the tensors merged in afterwards, bit for bit: fresh head, moments, keys."""
+  tiny_hf_folder(tmp_path)
+  config = tiny_config(**{"data.train": movie["train"], "data.validation": "", "total_steps": 0})
+  config.init_from = str(tmp_path / "hf")
+  base_cfg, pretrained, tokenizer_dir, _ = finetune.backbone(config, "classification")
+  task = registry.get("classify", registry.FINETUNE).cls(config, load_tokenizer(tokenizer_dir))
+  labels = task.load(movie["train"], "train").labels
+  config.pooling = "pooler"
+  cfg = task.model_config(base_cfg, labels)
+  from bert_jax import checkpointing, sharding
+  mesh = sharding.make_mesh(config.mesh.to_dict())
+  setup = loop.setup_state(task.objective(cfg, labels), config.optimizer, 10, cfg.num_layers,
+                           jax.ShapeDtypeStruct((1, 16), jnp.int32), mesh, sharding.rules_from_config(config.sharding_rules),
+                           seeds=seeds)
+  empty = checkpointing.Checkpointer(str(tmp_path / "none"), keep=1)
+  got, step, fresh = loop.restore_or_init(empty, setup, 3, pretrained=pretrained, source=config.init_from)
+  plain, _, _ = loop.restore_or_init(empty, setup, 3)
+  merged, new = loop.merge_pretrained(plain.params, pretrained, seeds, config.init_from)
+  assert (step, fresh) == (0, True) and new == ["['classifier']['dense']['bias']", "['classifier']['dense']['kernel']"]
+  same = lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  jax.tree.map(same, got.params, merged)
+  jax.tree.map(same, got.replace(params=None), plain.replace(params=None))
+  head = np.asarray(got.params["classifier"]["dense"]["kernel"])
+  assert np.abs(head).min() > 0  # drawn, not zeros
+  if seeds > 1:  # each seed draws its own head on the one loaded backbone
+    assert not np.array_equal(head[0], head[1])
+    same(got.params["embeddings"]["word_embeddings"]["embedding"][0], got.params["embeddings"]["word_embeddings"]["embedding"][1])
+  empty.close()
+
+
 def test_fine_tuning_continues_a_fine_tuned_classifier_with_its_classes(movie, tmp_path):
   """init_from a fine-tuned classifier keeps its head: at learning rate 0 the continued run scores exactly
   what the saved model scored, and class k stays class k even when the new data lacks a class."""
