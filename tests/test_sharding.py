@@ -74,7 +74,7 @@ def test_named_shardings_place_params_on_8_devices():
   kernel = params["encoder"]["layers"]["mlp"]["wi"]["kernel"]
   assert kernel.sharding.spec == P(None, "fsdp", "tensor")
   assert kernel.addressable_shards[0].data.shape == (2, 64, 256)
-  with mesh, nn.logical_axis_rules(sharding.DEFAULT_RULES):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
     out = jax.jit(model.apply)({"params": params}, ids)
   single = model.apply({"params": jax.device_get(params)}, ids)
   np.testing.assert_allclose(out.logits, single.logits, atol=1e-5)
