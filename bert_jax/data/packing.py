@@ -61,6 +61,58 @@ def first_fit(lengths: np.ndarray, row_length: int) -> tuple[np.ndarray, np.ndar
   return row, offset, len(used)
 
 
+def greedy_batches(order, lengths: dict[str, np.ndarray], row_length: int, rows: int, examples: int) -> list[list[int]]:
+  """The examples in `order`, cut into batches greedily: a batch takes the next example while it
+  holds fewer than `examples` and `first_fit` still packs each input's sequences (lengths: prefix ->
+  [N] or [N, G] tokens) into `rows` rows of row_length. An example that fits no batch alone raises.
+
+  Each candidate is tested by first-fit decreasing on plain sorted lists (the row count depends on the
+  sorted lengths alone, so this decides as `first_fit` does, without numpy's cost per call).
+  """
+  sequences = {p: np.asarray(v).reshape(len(v), -1).tolist() for p, v in lengths.items()}
+  budget = rows * row_length
+  batches, current = [], []
+  sorted_lengths = {p: [] for p in sequences}
+  sums = {p: 0 for p in sequences}
+
+  def fits(i: int, within: dict[str, list[int]], total: dict[str, int]) -> bool:
+    return all(total[p] + sum(sequences[p][i]) <= budget and
+               _first_fit_within(sorted(within[p] + sequences[p][i], reverse=True), row_length, rows)
+               for p in sequences)
+
+  for i in order:
+    i = int(i)
+    # Cheap tests first: the count and the token sum rule most candidates in or out without a first-fit.
+    if current and (len(current) == examples or not fits(i, sorted_lengths, sums)):
+      batches.append(current)
+      current, sorted_lengths, sums = [], {p: [] for p in sequences}, {p: 0 for p in sequences}
+    if not current and not fits(i, sorted_lengths, sums):
+      raise ValueError(f"example {i} does not fit {rows} rows of {row_length} tokens")
+    current.append(i)
+    for p in sequences:
+      sorted_lengths[p] = sorted(sorted_lengths[p] + sequences[p][i], reverse=True)
+      sums[p] += sum(sequences[p][i])
+  if current:
+    batches.append(current)
+  return batches
+
+
+def _first_fit_within(longest_first: list[int], row_length: int, rows: int) -> bool:
+  """Whether first-fit of lengths sorted longest first (`first_fit`'s order) needs at most `rows` rows
+  of row_length tokens; it stops at the first row too many."""
+  used: list[int] = []
+  for n in longest_first:
+    for r, filled in enumerate(used):
+      if filled + n <= row_length:
+        used[r] = filled + n
+        break
+    else:
+      if len(used) == rows or n > row_length:
+        return False
+      used.append(n)
+  return True
+
+
 def packed_rows(lengths: np.ndarray, row_length: int, parts: int = 1) -> int:
   """Rows per part that `pack_batch` gives examples of `lengths` [M] (before padding to other seeds)."""
   groups = np.array_split(lengths, parts)
@@ -197,25 +249,7 @@ class EvalPacker(StepPacker):
     """[(indices [examples], real)] in length order; padding entries repeat the first index."""
     order = np.argsort(dataset.lengths, kind="stable")
     lengths = {p: sequence_lengths(dataset.arrays, p) for p in self.prefixes if f"{p}input_ids" in dataset.arrays}
-    batches, current = [], []
-    budget = self.rows * self.row_length
-
-    def fits(candidate) -> bool:
-      for seqs in lengths.values():
-        chosen = seqs[candidate].reshape(-1)
-        if chosen.sum() > budget or first_fit(chosen, self.row_length)[2] > self.rows:
-          return False
-      return True
-
-    for i in order:
-      if current and (len(current) == self.examples or not fits(current + [i])):
-        batches.append(current)
-        current = []
-      if not current and not fits([i]):
-        raise ValueError(f"example {i} does not fit {self.rows} rows of {self.row_length} tokens")
-      current.append(i)
-    if current:
-      batches.append(current)
+    batches = greedy_batches(order, lengths, self.row_length, self.rows, self.examples)
     return [(np.array(b + [b[0]] * (self.examples - len(b))), len(b)) for b in batches]
 
   def arrays(self, dataset, indices: np.ndarray, real: int) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from bert_jax.data import batching
-from bert_jax.data.packing import first_fit, pack_batch, pad_examples
+from bert_jax.data.packing import first_fit, greedy_batches, pack_batch, pad_examples
 
 
 class TokenBudget:
@@ -75,30 +75,7 @@ class TokenBudget:
       span = self.examples * self.parts * batching.GROUP_BATCHES
       order = np.concatenate([chunk[np.argsort(-total[chunk], kind="stable")]
                               for chunk in np.split(order, range(span, len(order), span))])
-    micro, current = [], []
-    # Per prefix, the current micro-batch's sequence lengths, longest first, and their sum: a candidate
-    # is tested by first-fit decreasing on these plain lists (the row count depends on the sorted
-    # lengths alone, so this decides as `_fits` does, without numpy's per-call cost on ~30 numbers).
-    sequences = {p: v.tolist() for p, v in self.lengths.items()}
-    sorted_lengths = {p: [] for p in sequences}
-    sums = {p: 0 for p in sequences}
-    budget = self.rows * self.row_length
-    for i in order:
-      i = int(i)
-      # Cheap tests first: the count and the token sum rule most candidates in or out without a first-fit.
-      if current and (len(current) == self.examples or not all(
-          sums[p] + sum(sequences[p][i]) <= budget and
-          _first_fit_within(_merged(sorted_lengths[p], sequences[p][i]), self.row_length, self.rows)
-          for p in sequences)):
-        micro.append(np.asarray(current))
-        current = []
-        sorted_lengths = {p: [] for p in sequences}
-        sums = {p: 0 for p in sequences}
-      current.append(i)
-      for p in sequences:
-        sorted_lengths[p] = _merged(sorted_lengths[p], sequences[p][i])
-        sums[p] += sum(sequences[p][i])
-    micro.append(np.asarray(current))
+    micro = [np.asarray(b) for b in greedy_batches(order, self.lengths, self.row_length, self.rows, self.examples)]
     while len(micro) % self.parts:  # the epoch's last step: its missing micro-batches are empty
       micro.append(np.zeros(0, np.int64))
     steps = [micro[s:s + self.parts] for s in range(0, len(micro), self.parts)]
@@ -150,27 +127,6 @@ class TokenBudget:
     """Real examples per step over the first `steps` steps."""
     self._plan_until(steps)
     return float(np.mean([sum(len(i) for i in s) for s in self._steps[:max(steps, 1)]]))
-
-
-def _merged(longest_first: list[int], more: list[int]) -> list[int]:
-  """longest_first with the lengths `more` added, still longest first."""
-  return sorted(longest_first + more, reverse=True)
-
-
-def _first_fit_within(longest_first: list[int], row_length: int, rows: int) -> bool:
-  """Whether first-fit of lengths already sorted longest first (`packing.first_fit`'s order) needs
-  at most `rows` rows of row_length tokens; it stops at the first row too many."""
-  used: list[int] = []
-  for n in longest_first:
-    for r, filled in enumerate(used):
-      if filled + n <= row_length:
-        used[r] = filled + n
-        break
-    else:
-      if len(used) == rows or n > row_length:
-        return False
-      used.append(n)
-  return True
 
 
 def round_up(rows: int, multiple: int) -> int:
