@@ -202,7 +202,7 @@ def merge_pretrained(params, pretrained, seeds: int, source: str) -> tuple[Any, 
   """
   params = jax.device_get(params)
   loaded, fresh = pretrained_leaves(params, pretrained, seeds, source)
-  take = lambda value, leaf: leaf if value is None else (np.broadcast_to(value, leaf.shape) if seeds > 1 else value)
+  take = lambda value, leaf: leaf if value is None else np.broadcast_to(value, leaf.shape)
   return jax.tree.map(take, loaded, params, is_leaf=lambda x: x is None), fresh
 
 

@@ -170,7 +170,7 @@ def test_init_from_a_hugging_face_folder_loads_the_backbone(movie, tmp_path):
 def test_init_from_in_one_program_equals_initialising_then_merging(movie, tmp_path, seeds):
   """restore_or_init with `pretrained` (the loaded tensors' random init left to XLA to drop) gives the
   state of a full init with the tensors merged in afterwards, bit for bit: fresh head, moments, keys."""
-  tiny_hf_folder(tmp_path)
+  hf_params = tiny_hf_folder(tmp_path)
   config = tiny_config(**{"data.train": movie["train"], "data.validation": "", "total_steps": 0})
   config.init_from = str(tmp_path / "hf")
   base_cfg, pretrained, tokenizer_dir, _ = finetune.backbone(config, "classification")
@@ -191,6 +191,9 @@ def test_init_from_in_one_program_equals_initialising_then_merging(movie, tmp_pa
   same = lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   jax.tree.map(same, got.params, merged)
   jax.tree.map(same, got.replace(params=None), plain.replace(params=None))
+  words = np.asarray(got.params["embeddings"]["word_embeddings"]["embedding"])  # the folder's own tensor
+  want = np.asarray(hf_params["embeddings"]["word_embeddings"]["embedding"].value)
+  np.testing.assert_array_equal(words, np.broadcast_to(want, words.shape))
   head = np.asarray(got.params["classifier"]["dense"]["kernel"])
   assert np.abs(head).min() > 0  # drawn, not zeros
   if seeds > 1:  # each seed draws its own head on the one loaded backbone

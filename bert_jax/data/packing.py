@@ -71,27 +71,18 @@ def greedy_batches(order, lengths: dict[str, np.ndarray], row_length: int, rows:
   """
   sequences = {p: np.asarray(v).reshape(len(v), -1).tolist() for p, v in lengths.items()}
   budget = rows * row_length
-  batches, current = [], []
-  sorted_lengths = {p: [] for p in sequences}
-  sums = {p: 0 for p in sequences}
-
-  def fits(i: int, within: dict[str, list[int]], total: dict[str, int]) -> bool:
-    return all(total[p] + sum(sequences[p][i]) <= budget and
-               _first_fit_within(sorted(within[p] + sequences[p][i], reverse=True), row_length, rows)
-               for p in sequences)
-
+  fits = lambda within: all(sum(v) <= budget and _first_fit_within(v, row_length, rows) for v in within.values())
+  batches, current, within = [], [], {p: [] for p in sequences}   # within: the batch's lengths, longest first
   for i in order:
     i = int(i)
-    # Cheap tests first: the count and the token sum rule most candidates in or out without a first-fit.
-    if current and (len(current) == examples or not fits(i, sorted_lengths, sums)):
+    candidate = {p: sorted(within[p] + sequences[p][i], reverse=True) for p in sequences}
+    if current and (len(current) == examples or not fits(candidate)):
       batches.append(current)
-      current, sorted_lengths, sums = [], {p: [] for p in sequences}, {p: 0 for p in sequences}
-    if not current and not fits(i, sorted_lengths, sums):
+      current, candidate = [], {p: sorted(sequences[p][i], reverse=True) for p in sequences}
+    if not current and not fits(candidate):
       raise ValueError(f"example {i} does not fit {rows} rows of {row_length} tokens")
     current.append(i)
-    for p in sequences:
-      sorted_lengths[p] = sorted(sorted_lengths[p] + sequences[p][i], reverse=True)
-      sums[p] += sum(sequences[p][i])
+    within = candidate
   if current:
     batches.append(current)
   return batches

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from bert_jax.data import batching
-from bert_jax.data.packing import first_fit, greedy_batches, pack_batch, pad_examples
+from bert_jax.data.packing import greedy_batches, pack_batch, pad_examples
 
 
 class TokenBudget:
@@ -51,22 +51,16 @@ class TokenBudget:
     # Only examples of several sequences (a group) whose tokens exceed one row need a first-fit to tell.
     long = np.flatnonzero(sum((v.max(1) > row_length) | (v.sum(1) > row_length) for v in self.lengths.values()))
     for i in long:
-      if not self._fits([int(i)]):
+      try:
+        greedy_batches([0], {p: v[i:i + 1] for p, v in self.lengths.items()}, self.row_length, self.rows, 1)
+      except ValueError:
         raise ValueError(f"training example {i} ({self._describe(i)}) does not fit the token budget of one "
                          f"micro-batch: {self.rows} rows of {self.row_length} tokens; raise "
-                         f"data.tokens_per_batch (or lower data.max_length)")
+                         f"data.tokens_per_batch (or lower data.max_length)") from None
 
   def _describe(self, i: int) -> str:
     return ", ".join(f"{int(v[i].sum())} tokens" + (f" in {p.rstrip('_')}" if p else "") for p, v in
                      self.lengths.items())
-
-  def _fits(self, chosen: list[int]) -> bool:
-    budget = self.rows * self.row_length
-    for seqs in self.lengths.values():
-      picked = seqs[chosen].reshape(-1)
-      if picked.sum() > budget or first_fit(picked, self.row_length)[2] > self.rows:
-        return False
-    return True
 
   def _plan_epoch(self, epoch: int) -> list[list[np.ndarray]]:
     order = batching.epoch_order(self.seed, epoch, self.size)
