@@ -3,7 +3,7 @@
 Every parameter is created with logical axis names (`nn.with_logical_partitioning`)
 so that `bert_jax.sharding` can turn them into mesh shardings; params are float32
 and computation runs in the module's `dtype`, except LayerNorm, which normalises
-in float32 whatever the compute dtype.
+in float32 whatever the compute dtype. The weight products are matmul.py's.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from bert_jax.models import matmul
 
 Axes = tuple[str | None, ...]
 
@@ -68,9 +70,7 @@ class Dense(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     in_shape = x.shape[-self.in_dims:]
     kernel = param_with_axes(self, "kernel", self.kernel_init, (*in_shape, *self.features), self.kernel_axes)
-    x = x.astype(self.dtype)
-    contract = tuple(range(x.ndim - self.in_dims, x.ndim))
-    y = jax.lax.dot_general(x, kernel.astype(self.dtype), ((contract, tuple(range(self.in_dims))), ((), ())))
+    y = matmul.dense(x, kernel, self.in_dims, self.dtype)
     if self.use_bias:
       bias = param_with_axes(self, "bias", nn.initializers.zeros, self.features, self.kernel_axes[self.in_dims:])
       y = y + bias.astype(self.dtype)
@@ -95,7 +95,7 @@ class Embed(nn.Module):
 
   def attend(self, x: jax.Array) -> jax.Array:
     """x [..., features] -> logits [..., num_embeddings] (tied output projection)."""
-    return jnp.einsum("...e,ve->...v", x.astype(self.dtype), self.embedding.astype(self.dtype))
+    return matmul.attend(x, self.embedding, self.dtype)
 
 
 class LayerNorm(nn.Module):
