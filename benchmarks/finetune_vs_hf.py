@@ -1,6 +1,6 @@
 """Fine-tuning all-MiniLM-L6-v2 on the movie-sentiment set: `bert_jax.main` against Hugging Face PyTorch.
 
-    python benchmarks/finetune_vs_hf.py [--runs=3] [--epochs=1] [--peer_python=PY] [--extra=--config.X=Y ...]
+    python benchmarks/finetune_vs_hf.py [--runs=3] [--epochs=1] [--peer_python=PY] [--dtype=bfloat16] [--extra=--config.X=Y ...]
 
 Both sides are whole processes (imports, loading, compilation, the epoch, the evaluation on
 the dev split, saving), alternating so that a change in machine load hits both:
@@ -79,6 +79,8 @@ def main() -> None:
   parser.add_argument("--runs", type=int, default=3)
   parser.add_argument("--epochs", type=int, default=1)
   parser.add_argument("--peer_python", default=None)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="compute dtype of both sides (bfloat16: bert_jax's model.dtype, torch.autocast for the peer)")
   parser.add_argument("--extra", action="append", default=[], help="more --config.* flags for bert_jax")
   parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "cpu_finetune_vs_hf.jsonl"))
   args = parser.parse_args()
@@ -92,12 +94,13 @@ def main() -> None:
       workdir = os.path.join(work, f"ours_{r}_{label.split()[1]}")
       command = [sys.executable, "-m", "bert_jax.main", "--config=configs/finetune.py:classify",
                  f"--workdir={workdir}", f"--config.init_from={model}", f"--config.num_epochs={args.epochs}",
-                 "--config.log_every=25", *args.extra]
+                 "--config.log_every=25", f"--config.model.dtype={args.dtype}", *args.extra]
       wall, peak = run(command, {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}, workdir + ".log")
       results[label].append({"wall_s": wall, "peak_gib": peak, **bert_jax_numbers(workdir)})
     out = os.path.join(work, f"peer_{r}.json")
     wall, peak = run([peer_python, os.path.join(REPO, "benchmarks", "peers", "hf_finetune.py"), model,
-                      DATA.format("train"), DATA.format("dev"), out, f"--epochs={args.epochs}"],
+                      DATA.format("train"), DATA.format("dev"), out, f"--epochs={args.epochs}",
+                      *(["--bf16"] if args.dtype == "bfloat16" else [])],
                      dict(os.environ), out + ".log")
     results["transformers"].append({"wall_s": wall, "peak_gib": peak, **json.load(open(out))})
     print(f"run {r + 1}: " + "; ".join(
@@ -118,7 +121,7 @@ def main() -> None:
   print("\nratios (bert_jax over transformers): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
   with open(args.out, "a") as f:
     f.write(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                        "epochs": args.epochs, "extra": args.extra, "runs": results, "median": median,
+                        "epochs": args.epochs, "dtype": args.dtype, "extra": args.extra, "runs": results, "median": median,
                         "ratios": ratios}) + "\n")
   shutil.rmtree(work)
 

@@ -33,6 +33,7 @@ def main():
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--max_length", type=int, default=128)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (parameters and AdamW stay float32)")
   args = parser.parse_args()
   torch.manual_seed(args.seed)
   tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -60,7 +61,8 @@ def main():
     model.train()
     start = time.perf_counter()
     for batch in loader:
-      loss = model(**batch).loss
+      with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        loss = model(**batch).loss
       loss.backward()
       optimizer.step()
       schedule.step()
@@ -71,7 +73,9 @@ def main():
     with torch.no_grad():
       for i in range(0, len(dev), 64):
         batch = collate(dev[i:i + 64])
-        correct += int((model(**batch).logits.argmax(-1) == batch["labels"]).sum())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+          logits = model(**batch).logits
+        correct += int((logits.argmax(-1) == batch["labels"]).sum())
     accuracy = correct / len(dev)
   model.save_pretrained(args.out + ".model")
   with open(args.out, "w") as f:
