@@ -83,11 +83,12 @@ def dense(x: jax.Array, kernel: jax.Array, in_dims: int, dtype) -> jax.Array:
   """x [..., *in] . kernel [*in, *out] -> [..., *out] in `dtype` (in = the last `in_dims` dims of x)."""
   contract = tuple(range(x.ndim - in_dims, x.ndim))
   dims = ((contract, tuple(range(in_dims))), ((), ()))
-  if jnp.dtype(dtype) != jnp.bfloat16:
-    return jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), dims)
 
   def xla(x, kernel):
     return jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), dims)
+
+  if jnp.dtype(dtype) != jnp.bfloat16:
+    return xla(x, kernel)
 
   def cpu(x, kernel):
     lead, out = x.shape[:x.ndim - in_dims], kernel.shape[in_dims:]
@@ -100,11 +101,11 @@ def dense(x: jax.Array, kernel: jax.Array, in_dims: int, dtype) -> jax.Array:
 
 def attend(x: jax.Array, table: jax.Array, dtype) -> jax.Array:
   """x [..., E] . table [V, E]^T -> [..., V] in `dtype` (the tied output projection)."""
-  if jnp.dtype(dtype) != jnp.bfloat16:
-    return jnp.einsum("...e,ve->...v", x.astype(dtype), table.astype(dtype))
-
   def xla(x, table):
     return jnp.einsum("...e,ve->...v", x.astype(dtype), table.astype(dtype))
+
+  if jnp.dtype(dtype) != jnp.bfloat16:
+    return xla(x, table)
 
   def cpu(x, table):
     lead = x.shape[:-1]
