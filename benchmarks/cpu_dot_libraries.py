@@ -8,6 +8,11 @@ An [M, K] x [K, N] float32 product, compiled once per library through `compiler_
 dot fusions, Eigen (no library fusion), and `xla_cpu_use_onednn`. Median of --reps calls after
 one warm-up, and the largest difference from the default's product (libraries sum in their own
 order). The default shapes are MiniLM's at 1,024 tokens: the feed-forward in and out, and q/k/v.
+
+A second table times the weight gradient of the same layers, dW [K, N] = x^T . g with x [M, K] and
+g [M, N] (the tokens, the first dimension of both, contracted), with the default libraries: as
+XLA:CPU lowers it (Eigen: no library fusion takes this layout) against a row-major copy of one
+operand's transpose followed by the canonical product YNNPACK takes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,40 @@ LIBRARIES = {
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},
     "xla_cpu_use_onednn": {"xla_cpu_use_onednn": True, "xla_cpu_experimental_ynn_fusion_type": ""},
 }
+
+
+def _row_major_transpose(a):
+  """a [R, C] -> a^T [C, R] as a copy XLA cannot fold into the product's dimension numbers."""
+  rows, cols = a.shape
+  group = next(g for g in (64, 32, 16, 8, 4, 2, 1) if rows % g == 0)
+  return a.reshape(rows // group, group, cols).transpose(2, 0, 1).reshape(cols, rows)
+
+
+def weight_gradients(shapes: list[tuple[int, int, int]], reps: int, json_path: str | None) -> None:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  forms = {
+      "x^T . g as XLA writes it": lambda x, g: jax.lax.dot_general(x, g, (((0,), (0,)), ((), ()))),
+      "copy of x^T, then [K, M] . [M, N]": lambda x, g: jnp.dot(_row_major_transpose(x), g),
+      "copy of g^T, then ([N, M] . [M, K])^T": lambda x, g: jnp.dot(_row_major_transpose(g), x).T,
+  }
+  rng = np.random.default_rng(0)
+  print("\n| M x K x N | weight gradient | ms | GFLOP/s |\n|---|---|---|---|")
+  for m, k, n in shapes:
+    x = jnp.asarray(rng.normal(size=(m, k)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(m, n)), jnp.float32)
+    for name, form in forms.items():
+      compiled = jax.jit(form).lower(x, g).compile()
+      jax.block_until_ready(compiled(x, g))
+      seconds = float(np.median(timing.repeated(lambda: compiled(x, g), reps, warmup=0)))
+      gflops = 2 * m * k * n / seconds / 1e9
+      print(f"| {m}x{k}x{n} | {name} | {seconds * 1e3:.2f} | {gflops:.0f} |", flush=True)
+      if json_path:
+        with open(json_path, "a") as f:
+          f.write(json.dumps({"shape": f"{m}x{k}x{n}", "weight_gradient": name, "ms": round(seconds * 1e3, 3),
+                              "gflops": round(gflops, 1)}) + "\n")
 
 
 def main() -> None:
@@ -63,6 +102,7 @@ def main() -> None:
         with open(args.json, "a") as f:
           f.write(json.dumps({"shape": spec, "library": name, "ms": round(seconds * 1e3, 3),
                               "gflops": round(gflops, 1), "max_difference": difference}) + "\n")
+  weight_gradients([tuple(map(int, spec.split("x"))) for spec in args.shapes.split(",")], args.reps, args.json)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,30 @@ def bert_jax_numbers(workdir: str, metric: str = "accuracy") -> dict:
   return {"examples_per_sec": steps * per_step / seconds, metric: value}
 
 
+FIRST_TOUCH = """
+import time, numpy as np
+start = time.perf_counter(); a = np.ones(2**28, np.float32); first = time.perf_counter() - start
+del a
+start = time.perf_counter(); a = np.ones(2**28, np.float32); again = time.perf_counter() - start
+print(first, again)
+"""
+
+
+def first_touch_seconds() -> tuple[float, float]:
+  """(first, again): seconds a fresh process takes to write 1 GiB it never touched, then 1 GiB more.
+
+  Whole-process times on a virtual machine depend on it: where the hypervisor backs guest memory
+  only when it is first written (and takes freed memory back), a fresh process pays for every
+  page on its first touch, so a process's wall time grows with its peak resident size. On the
+  2-core Xeon VM of the README's tables that was 12.4 s a GiB first, 0.2 s again; the first
+  fine-tuning step (4.3 s against 0.6 s for the next, 70% of it in the kernel's clear_page under
+  `perf`) is mostly that.
+  """
+  out = subprocess.run([sys.executable, "-c", FIRST_TOUCH], capture_output=True, text=True, check=True).stdout
+  first, again = map(float, out.split())
+  return first, again
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default=None)
@@ -88,6 +112,8 @@ def main() -> None:
   peer_python = args.peer_python or (PEER_PYTHON if os.path.exists(PEER_PYTHON) else sys.executable)
   work = tempfile.mkdtemp(prefix="finetune_bench_")
   results = {"bert_jax cold": [], "bert_jax warm": [], "transformers": []}
+  touch = first_touch_seconds()
+  print(f"host: writing 1 GiB takes {touch[0]:.2f} s the first time in a process, {touch[1]:.2f} s again", flush=True)
   for r in range(args.runs):
     cache = os.path.join(work, f"jax_cache_{r}")
     for label in ("bert_jax cold", "bert_jax warm"):
@@ -121,7 +147,8 @@ def main() -> None:
   print("\nratios (bert_jax over transformers): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
   with open(args.out, "a") as f:
     f.write(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                        "epochs": args.epochs, "dtype": args.dtype, "extra": args.extra, "runs": results, "median": median,
+                        "epochs": args.epochs, "dtype": args.dtype,
+                        "first_touch_s_per_gib": touch[0], "retouch_s_per_gib": touch[1], "extra": args.extra, "runs": results, "median": median,
                         "ratios": ratios}) + "\n")
   shutil.rmtree(work)
 
