@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 import timing
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 LIBRARIES = {
     "default (ynn)": None,
@@ -33,11 +37,10 @@ LIBRARIES = {
 }
 
 
-def _row_major_transpose(a):
-  """a [R, C] -> a^T [C, R] as a copy XLA cannot fold into the product's dimension numbers."""
-  rows, cols = a.shape
-  group = next(g for g in (64, 32, 16, 8, 4, 2, 1) if rows % g == 0)
-  return a.reshape(rows // group, group, cols).transpose(2, 0, 1).reshape(cols, rows)
+def _append(path: str | None, record: dict) -> None:
+  if path:
+    with open(path, "a") as f:
+      f.write(json.dumps(record) + "\n")
 
 
 def weight_gradients(shapes: list[tuple[int, int, int]], reps: int, json_path: str | None) -> None:
@@ -45,26 +48,29 @@ def weight_gradients(shapes: list[tuple[int, int, int]], reps: int, json_path: s
   import jax.numpy as jnp
   import numpy as np
 
+  from bert_jax.models.matmul import row_major_transpose
+
   forms = {
       "x^T . g as XLA writes it": lambda x, g: jax.lax.dot_general(x, g, (((0,), (0,)), ((), ()))),
-      "copy of x^T, then [K, M] . [M, N]": lambda x, g: jnp.dot(_row_major_transpose(x), g),
-      "copy of g^T, then ([N, M] . [M, K])^T": lambda x, g: jnp.dot(_row_major_transpose(g), x).T,
+      "copy of x^T, then [K, M] . [M, N]": lambda x, g: jnp.dot(row_major_transpose(x), g),
+      "copy of g^T, then ([N, M] . [M, K])^T": lambda x, g: jnp.dot(row_major_transpose(g), x).T,
   }
   rng = np.random.default_rng(0)
-  print("\n| M x K x N | weight gradient | ms | GFLOP/s |\n|---|---|---|---|")
+  print("\n| M x K x N | weight gradient | ms | GFLOP/s | max difference from XLA's |\n|---|---|---|---|---|")
   for m, k, n in shapes:
     x = jnp.asarray(rng.normal(size=(m, k)), jnp.float32)
     g = jnp.asarray(rng.normal(size=(m, n)), jnp.float32)
+    reference = None
     for name, form in forms.items():
       compiled = jax.jit(form).lower(x, g).compile()
-      jax.block_until_ready(compiled(x, g))
+      out = jax.block_until_ready(compiled(x, g))
+      reference = out if reference is None else reference
       seconds = float(np.median(timing.repeated(lambda: compiled(x, g), reps, warmup=0)))
       gflops = 2 * m * k * n / seconds / 1e9
-      print(f"| {m}x{k}x{n} | {name} | {seconds * 1e3:.2f} | {gflops:.0f} |", flush=True)
-      if json_path:
-        with open(json_path, "a") as f:
-          f.write(json.dumps({"shape": f"{m}x{k}x{n}", "weight_gradient": name, "ms": round(seconds * 1e3, 3),
-                              "gflops": round(gflops, 1)}) + "\n")
+      difference = float(jnp.max(jnp.abs(out - reference)))
+      print(f"| {m}x{k}x{n} | {name} | {seconds * 1e3:.2f} | {gflops:.0f} | {difference:.1e} |", flush=True)
+      _append(json_path, {"shape": f"{m}x{k}x{n}", "weight_gradient": name, "ms": round(seconds * 1e3, 3),
+                          "gflops": round(gflops, 1), "max_difference": difference})
 
 
 def main() -> None:
@@ -98,10 +104,8 @@ def main() -> None:
       gflops = 2 * m * k * n / seconds / 1e9
       difference = float(jnp.max(jnp.abs(out - reference)))
       print(f"| {spec} | {name} | {seconds * 1e3:.2f} | {gflops:.0f} | {difference:.1e} |", flush=True)
-      if args.json:
-        with open(args.json, "a") as f:
-          f.write(json.dumps({"shape": spec, "library": name, "ms": round(seconds * 1e3, 3),
-                              "gflops": round(gflops, 1), "max_difference": difference}) + "\n")
+      _append(args.json, {"shape": spec, "library": name, "ms": round(seconds * 1e3, 3),
+                          "gflops": round(gflops, 1), "max_difference": difference})
   weight_gradients([tuple(map(int, spec.split("x"))) for spec in args.shapes.split(",")], args.reps, args.json)
 
 

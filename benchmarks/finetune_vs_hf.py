@@ -83,7 +83,7 @@ print(first, again)
 
 
 def first_touch_seconds() -> tuple[float, float]:
-  """(first, again): seconds a fresh process takes to write 1 GiB it never touched, then 1 GiB more.
+  """(first, again): seconds a fresh process takes to write 1 GiB it never touched, then to write it again.
 
   Whole-process times on a virtual machine depend on it: where the hypervisor backs guest memory
   only when it is first written (and takes freed memory back), a fresh process pays for every
@@ -147,9 +147,9 @@ def main() -> None:
   print("\nratios (bert_jax over transformers): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
   with open(args.out, "a") as f:
     f.write(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                        "epochs": args.epochs, "dtype": args.dtype,
-                        "first_touch_s_per_gib": touch[0], "retouch_s_per_gib": touch[1], "extra": args.extra, "runs": results, "median": median,
-                        "ratios": ratios}) + "\n")
+                        "epochs": args.epochs, "dtype": args.dtype, "extra": args.extra,
+                        "first_touch_s_per_gib": touch[0], "retouch_s_per_gib": touch[1],
+                        "runs": results, "median": median, "ratios": ratios}) + "\n")
   shutil.rmtree(work)
 
 

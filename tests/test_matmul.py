@@ -45,7 +45,7 @@ def test_float32_is_xlas_product_bit_for_bit(in_dims):
   np.testing.assert_array_equal(matmul.attend(x, table, jnp.float32), jnp.einsum("...e,ve->...v", x, table))
 
 
-@pytest.mark.parametrize("rows", [256, 7 * 11])   # 77 rows: _transposed's group falls back to 1
+@pytest.mark.parametrize("rows", [256, 7 * 11])   # 77 rows: row_major_transpose's group falls back to 1
 def test_bfloat16_value_and_gradients_match_float64_reference(rows):
   x, w = _inputs(rows, 48, 40)
   g = jax.random.normal(jax.random.key(3), (rows, 40))
@@ -79,7 +79,7 @@ def test_bfloat16_tied_projection_and_multi_axis_dense():
 def test_transposed_is_the_transpose():
   for rows in (128, 96, 77, 1):
     a = jnp.arange(rows * 5, dtype=jnp.float32).reshape(rows, 5)
-    np.testing.assert_array_equal(matmul._transposed(a), a.T)
+    np.testing.assert_array_equal(matmul.row_major_transpose(a), a.T)
 
 
 def test_vmap_over_kernels_equals_one_at_a_time():

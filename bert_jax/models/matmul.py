@@ -7,7 +7,7 @@ left operand [M, K] and the right [K, N], both row-major, accumulated in float32
 (a bfloat16 result, or the transposed operands of the backward pass, dx = g . W^T and
 dW = x^T . g) is converted to float32 before the compiler picks a kernel, so a bfloat16 step
 ran slower than a float32 one. `bf16_matmul` writes the three products of a dense layer in the
-canonical form: a custom VJP whose transposes go through a reshape (`_transposed`) so that they
+canonical form: a custom VJP whose transposes go through a reshape (`row_major_transpose`) so that they
 are materialised as row-major copies instead of being folded into the product's dimension
 numbers, and float32 accumulation throughout (the kernel's gradient stays float32, where
 autodiff of a bfloat16 product rounds it to bfloat16 first).
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 
-def _transposed(a: jax.Array) -> jax.Array:
+def row_major_transpose(a: jax.Array) -> jax.Array:
   """a [R, C] -> a^T [C, R] as a row-major copy (a plain transpose would fold into the product).
 
   The split of R into [R / g, g] keeps XLA from reading the transpose as a relabelling of the
@@ -52,7 +52,7 @@ def _forward(x16, w, w_transposed):
   # The residuals: the bfloat16 input, as autodiff of a bfloat16 product keeps, and the kernel as
   # given (a parameter, alive anyway; cast again in the backward pass).
   w16 = w.astype(jnp.bfloat16)
-  y = _product(x16, _transposed(w16) if w_transposed else w16)
+  y = _product(x16, row_major_transpose(w16) if w_transposed else w16)
   return y.astype(jnp.bfloat16), (x16, w)
 
 
@@ -61,10 +61,10 @@ def _backward(w_transposed, residuals, g):
   g16, w16 = g.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
   if w_transposed:   # w [N, K]
     dx = _product(g16, w16)                               # [M, N] . [N, K]
-    dw = _product(_transposed(g16), x16)                  # [N, M] . [M, K]
+    dw = _product(row_major_transpose(g16), x16)                  # [N, M] . [M, K]
   else:              # w [K, N]
-    dx = _product(g16, _transposed(w16))                  # [M, N] . [N, K]
-    dw = _product(_transposed(x16), g16)                  # [K, M] . [M, N]
+    dx = _product(g16, row_major_transpose(w16))                  # [M, N] . [N, K]
+    dw = _product(row_major_transpose(x16), g16)                  # [K, M] . [M, N]
   return dx.astype(jnp.bfloat16), dw.astype(w.dtype)
 
 
